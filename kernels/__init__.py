@@ -1,0 +1,228 @@
+"""fastae.kernels: autoencoder ops on every backend, with one signature each.
+
+    numpy  the naive reference (oracle and benchmark baseline)
+    cpu    Numba kernels: BLAS products plus one fused element-wise pass
+    cuda   CuPy/cuBLAS products plus fused numba.cuda kernels
+
+`backend=None` picks `cuda` for CuPy input and `cpu` otherwise. Every op checks its input, never
+writes to the caller's arrays (except `adam_step`, whose job is to update its state in place) and
+returns arrays of the input dtype and array type.
+"""
+import numpy as np
+
+from . import backends as _backends
+from . import checks as _checks
+from . import elementwise as _ew
+from .backends import backends
+
+__all__ = ["affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
+           "mse_loss", "bce_logits_loss", "adam_step", "backends", "warmup", "ACTIVATIONS"]
+ACTIVATIONS = tuple(_ew.ACTIVATIONS)
+
+
+def _prepare(backend, like, specs):
+    name = _backends.resolve(backend, like)
+    arrays, dtype, host = _checks.arrays(name, specs)
+    return name, _backends.module(name), arrays, dtype, host
+
+
+def _to_host(host, *results):
+    return tuple(r.get() for r in results) if host else results
+
+
+def _deliver(y, out, host):
+    """Hand back `y`, through the caller's `out=` when given (checked before any work is done)."""
+    if host:
+        y = y.get()
+    if out is None or out is y:
+        return y
+    out[...] = y
+    return out
+
+
+def _out(out, shape, dtype, name, host, inputs):
+    """Where a kernel writes: the caller's checked `out=`, or a new array on the backend."""
+    if out is not None:
+        _checks.out_array(out, shape, dtype, "numpy" if host else name, inputs)
+    if name == "numpy":
+        return None
+    return out if out is not None and not host else _backends.array_module(name).empty(shape, dtype)
+
+
+def affine_forward(x, W, b, activation, *, backend=None, out=None):
+    """y = act(x @ W.T + b) for x (n, in), W (out, in), b (out,)."""
+    act = _checks.activation(activation)
+    name, impl, (x, W, b), dtype, host = _prepare(backend, x, [("x", x, 2), ("W", W, 2), ("b", b, 1)])
+    if W.shape[1] != x.shape[1]:
+        raise ValueError(f"W must have shape (out, {x.shape[1]}) to match the {x.shape[1]} columns of x, "
+                         f"got {tuple(W.shape)}")
+    if b.shape != (W.shape[0],):
+        raise ValueError(f"b must have shape ({W.shape[0]},) to match W, got {tuple(b.shape)}")
+    y = _out(out, (x.shape[0], W.shape[0]), dtype, name, host, (x, W, b))
+    if y is None:
+        y = impl.affine_forward(x, W, b, activation)
+    else:
+        impl.affine_forward(x, W, b, act, y)
+    return _deliver(y, out, host)
+
+
+def affine_backward(dy, x, y, W, activation, *, backend=None):
+    """(dx, dW, db) of a layer y = act(x @ W.T + b), given dy = dL/dy and the layer output y."""
+    act = _checks.activation(activation)
+    name, impl, (dy, x, y, W), dtype, host = _prepare(
+        backend, dy, [("dy", dy, 2), ("x", x, 2), ("y", y, 2), ("W", W, 2)])
+    n, m = dy.shape
+    if x.shape[0] != n:
+        raise ValueError(f"x must have {n} rows like dy, got shape {tuple(x.shape)}")
+    if W.shape != (m, x.shape[1]):
+        raise ValueError(f"W must have shape ({m}, {x.shape[1]}) to match dy and x, got {tuple(W.shape)}")
+    _checks.same_shape("dy", dy, y=y)
+    if name == "numpy":
+        return _to_host(host, *impl.affine_backward(dy, x, y, W, activation))
+    xp = _backends.array_module(name)
+    delta = dy if act == _ew.LINEAR else xp.empty_like(dy)
+    dx, dW, db = xp.empty_like(x), xp.empty_like(W), xp.empty(m, dtype)
+    impl.affine_backward(dy, x, y, W, act, delta, dx, dW, db)
+    return _to_host(host, dx, dW, db)
+
+
+def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):
+    """Soft-thresholding sign(h) * max(|h| - threshold, 0); max(h - threshold, 0) when nonneg."""
+    threshold = _checks.real(threshold, "threshold", minimum=0.0)
+    if not isinstance(nonneg, (bool, np.bool_)):
+        raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
+    ndim = max(np.ndim(h), 1)
+    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, ndim)])
+    y = _out(out, h.shape, dtype, name, host, (h,))
+    if y is None:
+        y = impl.l1_prox(h, threshold, bool(nonneg))
+    else:
+        impl.l1_prox(h.reshape(-1), threshold, bool(nonneg), y.reshape(-1))
+    return _deliver(y, out, host)
+
+
+def _reparam_inputs(backend, specs, eps, seed):
+    """Checked arrays for the reparameterization ops; eps (explicit, or a placeholder that is never
+    read when the noise comes from `seed`) is last."""
+    if eps is not None:
+        specs = specs + [("eps", eps)]
+    name, impl, arrays, dtype, host = _prepare(backend, specs[0][1], [(n, a, 2) for n, a in specs])
+    for (arg, _), a in zip(specs[1:], arrays[1:]):
+        _checks.same_shape(specs[0][0], arrays[0], **{arg: a})
+    key = np.uint64(0) if eps is not None else _ew.noise_key(seed)
+    if eps is None:
+        arrays.append(arrays[0])
+    return name, impl, arrays, dtype, host, key
+
+
+def reparam_forward(mu, logvar, eps=None, *, seed=None, backend=None):
+    """(z, kl): z = mu + exp(logvar / 2) * eps and the per-row KL(q || N(0, I)).
+
+    With eps=None the standard normal noise is drawn inside the kernel from `seed` (counter-based:
+    the same seed gives the same draws on a backend whatever the thread count)."""
+    seed = None if eps is not None else _checks.seed(seed)
+    has_eps = eps is not None
+    name, impl, (mu, logvar, eps), dtype, host, key = _reparam_inputs(
+        backend, [("mu", mu), ("logvar", logvar)], eps, seed)
+    if name == "numpy":
+        return _to_host(host, *impl.reparam_forward(mu, logvar, eps if has_eps else None, seed))
+    xp = _backends.array_module(name)
+    z, kl = xp.empty_like(mu), xp.empty(mu.shape[0], dtype)
+    impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl)
+    return _to_host(host, z, kl)
+
+
+def reparam_backward(dz, mu, logvar, eps=None, *, beta=1.0, seed=None, backend=None):
+    """(dmu, dlogvar) of f(z) + beta * sum(kl), given dz = df/dz.
+
+    With eps=None the forward's noise is regenerated from `seed`, so it is never stored."""
+    beta = _checks.real(beta, "beta")
+    if eps is None and seed is None:
+        raise ValueError("seed is required when eps is None: it regenerates the forward pass's noise")
+    seed = None if eps is not None else _checks.seed(seed)
+    has_eps = eps is not None
+    name, impl, (dz, mu, logvar, eps), dtype, host, key = _reparam_inputs(
+        backend, [("dz", dz), ("mu", mu), ("logvar", logvar)], eps, seed)
+    if name == "numpy":
+        return _to_host(host, *impl.reparam_backward(dz, mu, logvar, eps if has_eps else None, beta, seed))
+    xp = _backends.array_module(name)
+    dmu, dlogvar = xp.empty_like(mu), xp.empty_like(mu)
+    impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
+    return _to_host(host, dmu, dlogvar)
+
+
+def _loss(op, pred_name, pred, target, backend):
+    name, impl, (pred, target), dtype, host = _prepare(backend, pred, [(pred_name, pred, 2), ("target", target, 2)])
+    _checks.same_shape(pred_name, pred, target=target)
+    if op == "bce_logits_loss":
+        xp = _backends.array_module(name)
+        if bool(xp.any(target < 0)) or bool(xp.any(target > 1)):
+            raise ValueError("target must lie in [0, 1] for binary cross-entropy")
+    if name == "numpy":
+        return _to_host(host, *getattr(impl, op)(pred, target))
+    xp = _backends.array_module(name)
+    rows, grad = xp.empty(pred.shape[0], dtype), xp.empty_like(pred)
+    getattr(impl, op)(pred, target, rows, grad)
+    return _to_host(host, rows, grad)
+
+
+def mse_loss(pred, target, *, backend=None):
+    """(rows, grad): rows[i] = ||pred[i] - target[i]||^2 and grad = d mean(rows) / d pred."""
+    return _loss("mse_loss", "pred", pred, target, backend)
+
+
+def bce_logits_loss(logits, target, *, backend=None):
+    """(rows, grad): rows[i] = summed binary cross-entropy of sigmoid(logits[i]) against target[i],
+    computed from the logits (finite when saturated), and grad = d mean(rows) / d logits."""
+    return _loss("bce_logits_loss", "logits", logits, target, backend)
+
+
+def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, backend=None):
+    """One Adam update in place on `param` and its moments `m`, `v` (one pass over all four).
+
+    `param`, `m` and `v` must be writeable C-contiguous arrays of one float dtype (a flat buffer
+    holding every layer is the fast way); `step` is the 1-based step count for bias correction."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    lr = _checks.real(lr, "lr", minimum=0.0)
+    beta_1, beta_2 = _checks.real(beta_1, "beta_1", 0.0), _checks.real(beta_2, "beta_2", 0.0)
+    if beta_1 >= 1 or beta_2 >= 1:
+        raise ValueError(f"beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
+    epsilon = _checks.real(epsilon, "epsilon", minimum=0.0)
+    name = _backends.resolve(backend, param)
+    xp = _backends.array_module(name)
+    for arg, a in (("param", param), ("m", m), ("v", v)):
+        if not isinstance(a, xp.ndarray) or a.dtype.kind != "f":
+            raise TypeError(f"{arg} must be a float {xp.__name__} array (it is updated in place)")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"{arg} must be a writeable C-contiguous array (it is updated in place)")
+        if a.shape != param.shape or a.dtype != param.dtype:
+            raise ValueError(f"{arg} must have the shape and dtype of param, got {a.shape} {a.dtype}")
+    (grad,), dtype, _ = _checks.arrays(name, [("grad", grad, param.ndim)])
+    if grad.dtype != param.dtype:
+        raise TypeError(f"grad is {grad.dtype} but param is {param.dtype}")
+    _checks.same_shape("param", param, grad=grad)
+    if name == "numpy":
+        return _backends.module(name).adam_step(param, grad, m, v, int(step), lr, beta_1, beta_2, epsilon)
+    _backends.module(name).adam_step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+                                     int(step), lr, beta_1, beta_2, epsilon)
+
+
+def warmup(backend="cpu", dtypes=("float32", "float64")):
+    """Compile (or load from the disk cache) every kernel of `backend` for `dtypes` now, so that the
+    first real call does not pay for it."""
+    for dtype in dtypes:
+        rng = np.random.default_rng(0)
+        x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3), (4, 3), (4,)))
+        for act in ACTIVATIONS:
+            y = affine_forward(x, W, b, act, backend=backend)
+            affine_backward(y, x, y, W, act, backend=backend)
+        l1_prox(x, 0.1, backend=backend)
+        l1_prox(x, 0.1, nonneg=True, backend=backend)
+        for eps in (None, x):
+            z, _ = reparam_forward(x, x, eps, seed=0, backend=backend)
+            reparam_backward(z, x, x, eps, seed=0, backend=backend)
+        mse_loss(x, x, backend=backend)
+        bce_logits_loss(x, np.clip(x, 0, 1), backend=backend)
+        p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
+        adam_step(p, p + 1, m, v, step=1, backend=backend)

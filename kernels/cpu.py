@@ -1,0 +1,122 @@
+"""Numba CPU kernels: BLAS for the matrix products, one fused pass for everything element-wise.
+
+Kernels are serial and `nogil`, so any number of Python threads may call them at once (Numba's
+workqueue layer aborts when `parallel=True` code is entered from several threads). Outputs and
+workspaces are passed in, so model code can reuse them from step to step.
+"""
+import math
+
+import numba
+import numpy as np
+
+from . import elementwise as ew
+
+jit = numba.njit(nogil=True, cache=True)
+_ew = ew.compiled(jit)
+activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
+normal_at, bce_with_logits, sigmoid = _ew.normal_at, _ew.bce_with_logits, _ew.sigmoid
+LINEAR = ew.LINEAR
+
+
+@jit
+def affine_forward(x, W, b, act, out):
+    np.dot(x, W.T, out)
+    n, m = out.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = activate(out[i, j] + b[j], act)
+
+
+@jit
+def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
+    """delta = dy * act'(y) and db = column sums of delta in one pass, then two GEMMs.
+
+    For a linear layer `delta` may be `dy` itself: it is then only read.
+    """
+    n, m = dy.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            d = dy[i, j] * activation_grad(y[i, j], act)
+            if act != LINEAR:
+                delta[i, j] = d
+            db[j] += d
+    np.dot(delta.T, x, dW)
+    if dx.shape[0] > 0:
+        np.dot(delta, W, dx)
+
+
+@jit
+def l1_prox(h, threshold, nonneg, out):
+    for i in range(h.size):
+        out[i] = soft_threshold(h[i], threshold, nonneg)
+
+
+@jit
+def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+    n, k = mu.shape
+    for i in range(n):
+        acc = 0.0
+        for j in range(k):
+            m, lv = mu[i, j], logvar[i, j]
+            e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
+            std = math.exp(0.5 * lv)
+            z[i, j] = m + std * e
+            acc += 1.0 + lv - m * m - math.exp(lv)
+        kl[i] = -0.5 * acc
+
+
+@jit
+def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+    n, k = mu.shape
+    for i in range(n):
+        for j in range(k):
+            lv = logvar[i, j]
+            e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
+            dmu[i, j] = dz[i, j] + beta * mu[i, j]
+            dlogvar[i, j] = 0.5 * (dz[i, j] * e * math.exp(0.5 * lv) + beta * (math.exp(lv) - 1.0))
+
+
+@jit
+def mse_loss(pred, target, rows, grad):
+    n, m = pred.shape
+    scale = 2.0 / n
+    for i in range(n):
+        acc = 0.0
+        for j in range(m):
+            d = pred[i, j] - target[i, j]
+            acc += d * d
+            grad[i, j] = scale * d
+        rows[i] = acc
+
+
+@jit
+def bce_logits_loss(logits, target, rows, grad):
+    n, m = logits.shape
+    scale = 1.0 / n
+    for i in range(n):
+        acc = 0.0
+        for j in range(m):
+            a, t = logits[i, j], target[i, j]
+            acc += bce_with_logits(a, t)
+            grad[i, j] = scale * (sigmoid(a) - t)
+        rows[i] = acc
+
+
+@jit
+def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
+    bias_1 = 1.0 - beta_1 ** step
+    bias_2 = 1.0 - beta_2 ** step
+    for i in range(param.size):
+        g = grad[i]
+        m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
+        v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
+        param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+
+
+@jit
+def all_finite(a):
+    for i in range(a.size):
+        if not math.isfinite(a[i]):
+            return False
+    return True

@@ -1,0 +1,173 @@
+"""GPU kernels: CuPy (cuBLAS) for the matrix products, fused numba.cuda kernels for the rest.
+
+The per-element math is `elementwise.py`, shared with the CPU kernels. Under Numba's CUDA simulator
+(NUMBA_ENABLE_CUDASIM=1) the same kernels run on NumPy arrays, which is how CI tests them.
+Signatures mirror `cpu.py`: outputs and workspaces are passed in.
+"""
+import math
+
+import numpy as np
+from numba import cuda
+
+from . import elementwise as ew
+
+_ew = ew.compiled(cuda.jit(device=True))
+activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
+normal_at, bce_with_logits, sigmoid = _ew.normal_at, _ew.bce_with_logits, _ew.sigmoid
+LINEAR = ew.LINEAR
+_BLOCK = 128
+_BLOCK_2D = (16, 16)
+
+
+def array_module(a):
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy
+    return cupy
+
+
+def _grid(n):
+    return (n + _BLOCK - 1) // _BLOCK, _BLOCK
+
+
+def _grid_2d(shape):
+    return tuple((s + t - 1) // t for s, t in zip(shape, _BLOCK_2D)), _BLOCK_2D
+
+
+@cuda.jit
+def _bias_activate(out, b, act):
+    i, j = cuda.grid(2)
+    if i < out.shape[0] and j < out.shape[1]:
+        out[i, j] = activate(out[i, j] + b[j], act)
+
+
+@cuda.jit
+def _delta_colsum(dy, y, act, delta, db):
+    # One thread per column walks the rows: neighbouring threads read neighbouring columns
+    # (coalesced), and the column sum needs no atomics, so it is deterministic.
+    j = cuda.grid(1)
+    if j < dy.shape[1]:
+        acc = 0.0
+        for i in range(dy.shape[0]):
+            d = dy[i, j] * activation_grad(y[i, j], act)
+            if act != LINEAR:
+                delta[i, j] = d
+            acc += d
+        db[j] = acc
+
+
+@cuda.jit
+def _l1_prox(h, threshold, nonneg, out):
+    i = cuda.grid(1)
+    if i < h.size:
+        out[i] = soft_threshold(h[i], threshold, nonneg)
+
+
+@cuda.jit
+def _reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+    i = cuda.grid(1)
+    if i < mu.shape[0]:
+        k = mu.shape[1]
+        acc = 0.0
+        for j in range(k):
+            m, lv = mu[i, j], logvar[i, j]
+            e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
+            z[i, j] = m + math.exp(0.5 * lv) * e
+            acc += 1.0 + lv - m * m - math.exp(lv)
+        kl[i] = -0.5 * acc
+
+
+@cuda.jit
+def _reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+    i, j = cuda.grid(2)
+    if i < mu.shape[0] and j < mu.shape[1]:
+        lv = logvar[i, j]
+        e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * mu.shape[1] + j))
+        dmu[i, j] = dz[i, j] + beta * mu[i, j]
+        dlogvar[i, j] = 0.5 * (dz[i, j] * e * math.exp(0.5 * lv) + beta * (math.exp(lv) - 1.0))
+
+
+@cuda.jit
+def _mse_loss(pred, target, rows, grad):
+    i = cuda.grid(1)
+    if i < pred.shape[0]:
+        scale = 2.0 / pred.shape[0]
+        acc = 0.0
+        for j in range(pred.shape[1]):
+            d = pred[i, j] - target[i, j]
+            acc += d * d
+            grad[i, j] = scale * d
+        rows[i] = acc
+
+
+@cuda.jit
+def _bce_logits_loss(logits, target, rows, grad):
+    i = cuda.grid(1)
+    if i < logits.shape[0]:
+        scale = 1.0 / logits.shape[0]
+        acc = 0.0
+        for j in range(logits.shape[1]):
+            a, t = logits[i, j], target[i, j]
+            acc += bce_with_logits(a, t)
+            grad[i, j] = scale * (sigmoid(a) - t)
+        rows[i] = acc
+
+
+@cuda.jit
+def _adam_step(param, grad, m, v, lr, beta_1, beta_2, epsilon, bias_1, bias_2):
+    i = cuda.grid(1)
+    if i < param.size:
+        g = grad[i]
+        m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
+        v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
+        param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+
+
+def affine_forward(x, W, b, act, out):
+    array_module(x).matmul(x, W.T, out=out)
+    blocks, threads = _grid_2d(out.shape)
+    _bias_activate[blocks, threads](out, b, act)
+
+
+def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
+    blocks, threads = _grid(dy.shape[1])
+    _delta_colsum[blocks, threads](dy, y, act, delta, db)
+    xp = array_module(x)
+    xp.matmul(delta.T, x, out=dW)
+    if dx.shape[0] > 0:
+        xp.matmul(delta, W, out=dx)
+
+
+def l1_prox(h, threshold, nonneg, out):
+    blocks, threads = _grid(h.size)
+    _l1_prox[blocks, threads](h, threshold, nonneg, out)
+
+
+def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+    blocks, threads = _grid(mu.shape[0])
+    _reparam_forward[blocks, threads](mu, logvar, eps, has_eps, key, z, kl)
+
+
+def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+    blocks, threads = _grid_2d(mu.shape)
+    _reparam_backward[blocks, threads](dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
+
+
+def mse_loss(pred, target, rows, grad):
+    blocks, threads = _grid(pred.shape[0])
+    _mse_loss[blocks, threads](pred, target, rows, grad)
+
+
+def bce_logits_loss(logits, target, rows, grad):
+    blocks, threads = _grid(logits.shape[0])
+    _bce_logits_loss[blocks, threads](logits, target, rows, grad)
+
+
+def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
+    blocks, threads = _grid(param.size)
+    _adam_step[blocks, threads](param, grad, m, v, lr, beta_1, beta_2, epsilon,
+                                1.0 - beta_1 ** step, 1.0 - beta_2 ** step)
+
+
+def all_finite(a):
+    return bool(array_module(a).isfinite(a).all())
