@@ -10,10 +10,10 @@ returns arrays of the input dtype and array type.
 """
 import numpy as np
 
-from . import backends as _backends
+from . import backend as _backend
 from . import checks as _checks
 from . import elementwise as _ew
-from .backends import backends
+from .backend import backends
 
 __all__ = ["affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
            "mse_loss", "bce_logits_loss", "adam_step", "backends", "warmup", "ACTIVATIONS"]
@@ -21,9 +21,9 @@ ACTIVATIONS = tuple(_ew.ACTIVATIONS)
 
 
 def _prepare(backend, like, specs):
-    name = _backends.resolve(backend, like)
+    name = _backend.resolve(backend, like)
     arrays, dtype, host = _checks.arrays(name, specs)
-    return name, _backends.module(name), arrays, dtype, host
+    return name, _backend.module(name), arrays, dtype, host
 
 
 def _to_host(host, *results):
@@ -46,7 +46,7 @@ def _out(out, shape, dtype, name, host, inputs):
         _checks.out_array(out, shape, dtype, "numpy" if host else name, inputs)
     if name == "numpy":
         return None
-    return out if out is not None and not host else _backends.array_module(name).empty(shape, dtype)
+    return out if out is not None and not host else _backend.array_module(name).empty(shape, dtype)
 
 
 def affine_forward(x, W, b, activation, *, backend=None, out=None):
@@ -79,8 +79,11 @@ def affine_backward(dy, x, y, W, activation, *, backend=None):
     _checks.same_shape("dy", dy, y=y)
     if name == "numpy":
         return _to_host(host, *impl.affine_backward(dy, x, y, W, activation))
-    xp = _backends.array_module(name)
-    delta = dy if act == _ew.LINEAR else xp.empty_like(dy)
+    xp = _backend.array_module(name)
+    # A linear layer's delta is dy itself (only read); Numba types read-only arrays as
+    # unwritable, so a read-only dy gets a scratch array instead.
+    linear_in_place = act == _ew.LINEAR and getattr(dy.flags, "writeable", True)
+    delta = dy if linear_in_place else xp.empty_like(dy)
     dx, dW, db = xp.empty_like(x), xp.empty_like(W), xp.empty(m, dtype)
     impl.affine_backward(dy, x, y, W, act, delta, dx, dW, db)
     return _to_host(host, dx, dW, db)
@@ -126,7 +129,7 @@ def reparam_forward(mu, logvar, eps=None, *, seed=None, backend=None):
         backend, [("mu", mu), ("logvar", logvar)], eps, seed)
     if name == "numpy":
         return _to_host(host, *impl.reparam_forward(mu, logvar, eps if has_eps else None, seed))
-    xp = _backends.array_module(name)
+    xp = _backend.array_module(name)
     z, kl = xp.empty_like(mu), xp.empty(mu.shape[0], dtype)
     impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl)
     return _to_host(host, z, kl)
@@ -145,7 +148,7 @@ def reparam_backward(dz, mu, logvar, eps=None, *, beta=1.0, seed=None, backend=N
         backend, [("dz", dz), ("mu", mu), ("logvar", logvar)], eps, seed)
     if name == "numpy":
         return _to_host(host, *impl.reparam_backward(dz, mu, logvar, eps if has_eps else None, beta, seed))
-    xp = _backends.array_module(name)
+    xp = _backend.array_module(name)
     dmu, dlogvar = xp.empty_like(mu), xp.empty_like(mu)
     impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
     return _to_host(host, dmu, dlogvar)
@@ -155,12 +158,12 @@ def _loss(op, pred_name, pred, target, backend):
     name, impl, (pred, target), dtype, host = _prepare(backend, pred, [(pred_name, pred, 2), ("target", target, 2)])
     _checks.same_shape(pred_name, pred, target=target)
     if op == "bce_logits_loss":
-        xp = _backends.array_module(name)
+        xp = _backend.array_module(name)
         if bool(xp.any(target < 0)) or bool(xp.any(target > 1)):
             raise ValueError("target must lie in [0, 1] for binary cross-entropy")
     if name == "numpy":
         return _to_host(host, *getattr(impl, op)(pred, target))
-    xp = _backends.array_module(name)
+    xp = _backend.array_module(name)
     rows, grad = xp.empty(pred.shape[0], dtype), xp.empty_like(pred)
     getattr(impl, op)(pred, target, rows, grad)
     return _to_host(host, rows, grad)
@@ -189,8 +192,8 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
     if beta_1 >= 1 or beta_2 >= 1:
         raise ValueError(f"beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
     epsilon = _checks.real(epsilon, "epsilon", minimum=0.0)
-    name = _backends.resolve(backend, param)
-    xp = _backends.array_module(name)
+    name = _backend.resolve(backend, param)
+    xp = _backend.array_module(name)
     for arg, a in (("param", param), ("m", m), ("v", v)):
         if not isinstance(a, xp.ndarray) or a.dtype.kind != "f":
             raise TypeError(f"{arg} must be a float {xp.__name__} array (it is updated in place)")
@@ -203,8 +206,8 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
         raise TypeError(f"grad is {grad.dtype} but param is {param.dtype}")
     _checks.same_shape("param", param, grad=grad)
     if name == "numpy":
-        return _backends.module(name).adam_step(param, grad, m, v, int(step), lr, beta_1, beta_2, epsilon)
-    _backends.module(name).adam_step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+        return _backend.module(name).adam_step(param, grad, m, v, int(step), lr, beta_1, beta_2, epsilon)
+    _backend.module(name).adam_step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
                                      int(step), lr, beta_1, beta_2, epsilon)
 
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from . import backends
+from . import backend as _backend
 from .elementwise import ACTIVATIONS
 
 
@@ -57,13 +57,13 @@ def arrays(backend, specs):
     Returns (arrays, dtype, host): C-contiguous arrays of the backend's array type in one float
     dtype, and whether NumPy inputs were moved to a GPU (so results must come back to NumPy).
     """
-    xp = backends.array_module(backend)
+    xp = _backend.array_module(backend)
     host = False
     raw = []
     for name, a, ndim in specs:
         if a is None:
             raise TypeError(f"{name} must be an array, got None")
-        if backends.is_cupy(a):
+        if _backend.is_cupy(a):
             if xp is np:
                 raise TypeError(f"{name} is a CuPy array but backend {backend!r} takes NumPy arrays "
                                 "(use backend='cuda' or cupy.asnumpy)")
@@ -85,7 +85,7 @@ def arrays(backend, specs):
         (d1, n1), (d2, n2) = list(floats.items())[:2]
         raise TypeError(f"{n1} is {d1} but {n2} is {d2}: pass every array in one float dtype")
     dtype = next(iter(floats), np.dtype(np.float64))
-    finite = backends.module(backend).all_finite if backend == "cpu" else _all_finite
+    finite = _backend.module(backend).all_finite if backend == "cpu" else _all_finite
     out = []
     for name, a in raw:
         a = xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
@@ -110,7 +110,7 @@ def same_shape(ref_name, ref, **others):
 
 def out_array(out, shape, dtype, backend, inputs):
     """The caller's `out=` after checking it, or a new array."""
-    xp = backends.array_module(backend)
+    xp = _backend.array_module(backend)
     if out is None:
         return xp.empty(shape, dtype)
     if not isinstance(out, xp.ndarray):

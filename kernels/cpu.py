@@ -5,13 +5,28 @@ workqueue layer aborts when `parallel=True` code is entered from several threads
 workspaces are passed in, so model code can reuse them from step to step.
 """
 import math
+import warnings
 
 import numba
 import numpy as np
 
 from . import elementwise as ew
 
-jit = numba.njit(nogil=True, cache=True)
+_uncached = []
+
+
+def jit(fn):
+    """A serial nogil njit, cached on disk wherever Numba finds a writable cache directory."""
+    try:
+        return numba.njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # "cannot cache function": read-only install, HOME and NUMBA_CACHE_DIR
+        if not _uncached:
+            warnings.warn("fastae: no writable Numba cache directory (set NUMBA_CACHE_DIR); "
+                          "kernels are compiled in memory at each start", RuntimeWarning, stacklevel=2)
+        _uncached.append(fn.__name__)
+        return numba.njit(nogil=True)(fn)
+
+
 _ew = ew.compiled(jit)
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
 normal_at, bce_with_logits, sigmoid = _ew.normal_at, _ew.bce_with_logits, _ew.sigmoid

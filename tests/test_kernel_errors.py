@@ -1,0 +1,117 @@
+"""Bad input gets a clear error naming the argument; the caller's arrays are never written to."""
+import numpy as np
+import pytest
+
+from fastae import kernels
+from parity import backends_under_test
+
+BACKENDS = ["numpy"] + backends_under_test()
+
+
+@pytest.fixture
+def arrays(rng):
+    return {"x": rng.standard_normal((3, 5)), "W": rng.standard_normal((4, 5)), "b": rng.standard_normal(4)}
+
+
+def forward(a, backend, **changes):
+    a = {**a, **changes}
+    return kernels.affine_forward(a["x"], a["W"], a["b"], "relu", backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arg,value,message", [
+    ("x", np.ones(5), "x must be 2-D"),
+    ("x", np.ones((3, 6)), "W must have shape"),
+    ("x", np.ones((0, 5)), "x must not be empty"),
+    ("x", np.array([[np.nan] * 5] * 3), "x contains NaN or infinity"),
+    ("W", np.full((4, 5), np.inf), "W contains NaN or infinity"),
+    ("b", np.ones(3), "b must have shape"),
+    ("b", np.ones((1, 4)), "b must be 1-D"),
+])
+def test_bad_arrays_raise_value_error_naming_the_argument(arrays, backend, arg, value, message):
+    with pytest.raises(ValueError, match=message):
+        forward(arrays, backend, **{arg: value})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_types_raise_type_error(arrays, backend):
+    with pytest.raises(TypeError, match="x must hold real numbers"):
+        forward(arrays, backend, x=arrays["x"] + 1j)
+    with pytest.raises(TypeError, match="x must be a numeric array"):
+        forward(arrays, backend, x=np.array([["a"] * 5] * 3))
+    with pytest.raises(TypeError, match="x must be a numeric array"):
+        forward(arrays, backend, x=np.array([[object()] * 5] * 3))
+    with pytest.raises(TypeError, match="x is float32 but W is float64"):
+        forward(arrays, backend, x=arrays["x"].astype(np.float32))
+    with pytest.raises(TypeError, match="x must be an array, got None"):
+        forward(arrays, backend, x=None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_parameters(arrays, backend):
+    x = arrays["x"]
+    with pytest.raises(ValueError, match="activation must be one of"):
+        kernels.affine_forward(x, arrays["W"], arrays["b"], "softmax", backend=backend)
+    with pytest.raises(ValueError, match="threshold must be >= 0"):
+        kernels.l1_prox(x, -0.1, backend=backend)
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        kernels.l1_prox(x, "0.1", backend=backend)
+    with pytest.raises(ValueError, match="target must lie in"):
+        kernels.bce_logits_loss(x, x, backend=backend)
+    with pytest.raises(ValueError, match="target must have the shape"):
+        kernels.mse_loss(x, x[:, :2], backend=backend)
+    with pytest.raises(ValueError, match="logvar must have the shape"):
+        kernels.reparam_forward(x, x[:2], seed=0, backend=backend)
+    with pytest.raises(ValueError, match="seed is required"):
+        kernels.reparam_backward(x, x, x, backend=backend)
+    with pytest.raises(ValueError, match="seed must be in"):
+        kernels.reparam_forward(x, x, seed=-1, backend=backend)
+    with pytest.raises(ValueError, match="step must be an int"):
+        kernels.adam_step(x.copy(), x, x.copy(), x.copy(), step=0, backend=backend)
+
+
+def test_backend_names():
+    x = np.ones((2, 2))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        kernels.l1_prox(x, 0.1, backend="gpu")
+    if "cuda" not in kernels.backends():
+        with pytest.raises(RuntimeError, match="backend 'cuda' is not available"):
+            kernels.l1_prox(x, 0.1, backend="cuda")
+    assert kernels.l1_prox(x, 0.1, backend="auto").shape == (2, 2)
+
+
+@pytest.mark.parametrize("backend", backends_under_test())
+def test_bad_out(arrays, backend):
+    x, W, b = arrays["x"], arrays["W"], arrays["b"]
+    with pytest.raises(ValueError, match="out must have shape"):
+        kernels.affine_forward(x, W, b, "relu", backend=backend, out=np.empty((3, 5)))
+    with pytest.raises(ValueError, match="out must have shape"):
+        kernels.affine_forward(x, W, b, "relu", backend=backend, out=np.empty((3, 4), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.affine_forward(x, W, b, "relu", backend=backend, out=np.empty((4, 3)).T)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.l1_prox(x, 0.1, backend=backend, out=x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_are_never_written(rng, backend):
+    """Every op on read-only inputs (a write would raise) and on non-contiguous views."""
+    a = {name: rng.standard_normal(s) for name, s in
+         [("x", (3, 5)), ("W", (4, 5)), ("b", (4,)), ("m", (3, 5)), ("t", (3, 5))]}
+    a["t"] = np.abs(a["t"]) / 4
+    a["view"] = rng.standard_normal((5, 3)).T
+    before = {k: v.copy() for k, v in a.items()}
+    for v in a.values():
+        v.setflags(write=False)
+    x, W, b, m, t, view = (a[k] for k in ("x", "W", "b", "m", "t", "view"))
+    for act in kernels.ACTIVATIONS:
+        y = kernels.affine_forward(view, W, b, act, backend=backend)
+        y.setflags(write=False)
+        kernels.affine_backward(y, x, y, W, act, backend=backend)
+    kernels.l1_prox(view, 0.5, backend=backend)
+    kernels.reparam_forward(m, x, t, backend=backend)
+    kernels.reparam_backward(t, m, x, None, seed=3, backend=backend)
+    kernels.mse_loss(view, t, backend=backend)
+    kernels.bce_logits_loss(x, t, backend=backend)
+    for k, v in a.items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
