@@ -40,10 +40,11 @@ def _deliver(y, out, host):
     return out
 
 
-def _out(out, shape, dtype, name, host, inputs):
-    """Where a kernel writes: the caller's checked `out=`, or a new array on the backend."""
+def _out(out, shape, dtype, name, host, given):
+    """Where a kernel writes: the caller's checked `out=` (which must not overlap the arrays the
+    caller `given`), or a new array on the backend."""
     if out is not None:
-        _checks.out_array(out, shape, dtype, "numpy" if host else name, inputs)
+        _checks.out_array(out, shape, dtype, "numpy" if host else name, given)
     if name == "numpy":
         return None
     return out if out is not None and not host else _backend.array_module(name).empty(shape, dtype)
@@ -52,13 +53,14 @@ def _out(out, shape, dtype, name, host, inputs):
 def affine_forward(x, W, b, activation, *, backend=None, out=None):
     """y = act(x @ W.T + b) for x (n, in), W (out, in), b (out,)."""
     act = _checks.activation(activation)
+    given = (x, W, b)
     name, impl, (x, W, b), dtype, host = _prepare(backend, x, [("x", x, 2), ("W", W, 2), ("b", b, 1)])
     if W.shape[1] != x.shape[1]:
         raise ValueError(f"W must have shape (out, {x.shape[1]}) to match the {x.shape[1]} columns of x, "
                          f"got {tuple(W.shape)}")
     if b.shape != (W.shape[0],):
         raise ValueError(f"b must have shape ({W.shape[0]},) to match W, got {tuple(b.shape)}")
-    y = _out(out, (x.shape[0], W.shape[0]), dtype, name, host, (x, W, b))
+    y = _out(out, (x.shape[0], W.shape[0]), dtype, name, host, given)
     if y is None:
         y = impl.affine_forward(x, W, b, activation)
     else:
@@ -94,9 +96,9 @@ def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):
     threshold = _checks.real(threshold, "threshold", minimum=0.0)
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
-    ndim = max(np.ndim(h), 1)
-    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, ndim)])
-    y = _out(out, h.shape, dtype, name, host, (h,))
+    given = h
+    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))])
+    y = _out(out, h.shape, dtype, name, host, (given,))
     if y is None:
         y = impl.l1_prox(h, threshold, bool(nonneg))
     else:

@@ -89,6 +89,10 @@ def arrays(backend, specs):
     out = []
     for name, a in raw:
         a = xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
+        if backend == "cuda" and xp is np:
+            # The simulator copies NumPy kernel arguments back after each launch; give it our own
+            # copy, as the host-to-device transfer would on a real GPU.
+            a = a.copy()
         if not finite(a.reshape(-1)):
             raise ValueError(f"{name} contains NaN or infinity")
         out.append(a)

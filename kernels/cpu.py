@@ -1,35 +1,21 @@
 """Numba CPU kernels: BLAS for the matrix products, one fused pass for everything element-wise.
 
-Kernels are serial and `nogil`, so any number of Python threads may call them at once (Numba's
-workqueue layer aborts when `parallel=True` code is entered from several threads). Outputs and
-workspaces are passed in, so model code can reuse them from step to step.
+Kernels are serial and `nogil` (see `jit.py`). Outputs and workspaces are passed in, so model code
+can reuse them from step to step.
 """
 import math
-import warnings
 
-import numba
 import numpy as np
 
+from . import cpu_math
 from . import elementwise as ew
+from .jit import cpu_jit
 
-_uncached = []
-
-
-def jit(fn):
-    """A serial nogil njit, cached on disk wherever Numba finds a writable cache directory."""
-    try:
-        return numba.njit(nogil=True, cache=True)(fn)
-    except RuntimeError:  # "cannot cache function": read-only install, HOME and NUMBA_CACHE_DIR
-        if not _uncached:
-            warnings.warn("fastae: no writable Numba cache directory (set NUMBA_CACHE_DIR); "
-                          "kernels are compiled in memory at each start", RuntimeWarning, stacklevel=2)
-        _uncached.append(fn.__name__)
-        return numba.njit(nogil=True)(fn)
-
-
-_ew = ew.compiled(jit)
+jit = cpu_jit
+_ew = ew.compiled(jit, {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "cos")})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_at, bce_with_logits, sigmoid = _ew.normal_at, _ew.bce_with_logits, _ew.sigmoid
+normal_at, bce_with_logits = _ew.normal_at, _ew.bce_with_logits
+exp = cpu_math.exp
 LINEAR = ew.LINEAR
 
 
@@ -75,9 +61,9 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
         for j in range(k):
             m, lv = mu[i, j], logvar[i, j]
             e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
-            std = math.exp(0.5 * lv)
+            std = exp(0.5 * lv)
             z[i, j] = m + std * e
-            acc += 1.0 + lv - m * m - math.exp(lv)
+            acc += 1.0 + lv - m * m - std * std
         kl[i] = -0.5 * acc
 
 
@@ -89,7 +75,8 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
             lv = logvar[i, j]
             e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
             dmu[i, j] = dz[i, j] + beta * mu[i, j]
-            dlogvar[i, j] = 0.5 * (dz[i, j] * e * math.exp(0.5 * lv) + beta * (math.exp(lv) - 1.0))
+            std = exp(0.5 * lv)
+            dlogvar[i, j] = 0.5 * (dz[i, j] * e * std + beta * (std * std - 1.0))
 
 
 @jit
@@ -112,9 +99,9 @@ def bce_logits_loss(logits, target, rows, grad):
     for i in range(n):
         acc = 0.0
         for j in range(m):
-            a, t = logits[i, j], target[i, j]
-            acc += bce_with_logits(a, t)
-            grad[i, j] = scale * (sigmoid(a) - t)
+            loss, g = bce_with_logits(logits[i, j], target[i, j])
+            acc += loss
+            grad[i, j] = scale * g
         rows[i] = acc
 
 

@@ -5,6 +5,7 @@ Integer codes stand for activations because both targets dispatch on them cheapl
 """
 import math
 import types
+from math import cos, exp, log, log1p, sqrt, tanh  # each target may bind faster versions
 
 import numpy as np
 
@@ -20,16 +21,19 @@ _ONE, _TWO = np.uint64(1), np.uint64(2)
 _TWO_POW_53 = 1.0 / 9007199254740992.0
 
 
+def sigmoid(v):
+    e = exp(-abs(v))  # never overflows
+    s = 1.0 / (1.0 + e)
+    return s if v >= 0 else e * s
+
+
 def activate(v, act):
     if act == RELU:
         return v if v > 0 else v * 0
     if act == SIGMOID:
-        if v >= 0:
-            return 1.0 / (1.0 + math.exp(-v))
-        e = math.exp(v)
-        return e / (1.0 + e)
+        return sigmoid(v)
     if act == TANH:
-        return math.tanh(v)
+        return tanh(v)
     return v
 
 
@@ -82,29 +86,30 @@ def normal_at(key, counter):
     h2 = mix64(key + (c + _ONE) * _GOLDEN)
     u1 = 1.0 - float(h1 >> _S11) * _TWO_POW_53  # in (0, 1], so log is finite
     u2 = float(h2 >> _S11) * _TWO_POW_53
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * math.pi * u2)
 
 
 def bce_with_logits(a, t):
-    """Binary cross-entropy of sigmoid(a) against t, finite for any finite logit."""
-    return max(a, 0.0) - a * t + math.log1p(math.exp(-abs(a)))
+    """(loss, d loss / d a) of binary cross-entropy of sigmoid(a) against t, from the logit a:
+    finite for any finite logit, one exp for both."""
+    e = exp(-abs(a))
+    s = 1.0 / (1.0 + e)
+    p = s if a >= 0 else e * s
+    return (a if a > 0 else 0.0) - a * t + log1p(e), p - t
 
 
-def sigmoid(a):
-    return activate(a, SIGMOID)
+SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "normal_at",
+          "bce_with_logits")
 
 
-SHARED = ("activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "normal_at",
-          "bce_with_logits", "sigmoid")
-
-
-def compiled(jit):
+def compiled(jit, math_functions=None):
     """Compile the shared functions with `jit` (njit, or cuda.jit(device=True)).
 
     Each copy gets a namespace in which the other shared names are compiled too, so `normal_at`
-    calls the compiled `mix64`. This module itself imports neither numba nor cupy.
+    calls the compiled `mix64`; `math_functions` replaces exp, log, ... for that target.
+    This module itself imports neither numba nor cupy.
     """
-    namespace = dict(globals())
+    namespace = dict(globals(), **(math_functions or {}))
     for name in SHARED:
         fn = globals()[name]
         namespace[name] = jit(types.FunctionType(fn.__code__, namespace, name, fn.__defaults__))

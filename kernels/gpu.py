@@ -13,7 +13,7 @@ from . import elementwise as ew
 
 _ew = ew.compiled(cuda.jit(device=True))
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_at, bce_with_logits, sigmoid = _ew.normal_at, _ew.bce_with_logits, _ew.sigmoid
+normal_at, bce_with_logits = _ew.normal_at, _ew.bce_with_logits
 LINEAR = ew.LINEAR
 _BLOCK = 128
 _BLOCK_2D = (16, 16)
@@ -107,9 +107,9 @@ def _bce_logits_loss(logits, target, rows, grad):
         scale = 1.0 / logits.shape[0]
         acc = 0.0
         for j in range(logits.shape[1]):
-            a, t = logits[i, j], target[i, j]
-            acc += bce_with_logits(a, t)
-            grad[i, j] = scale * (sigmoid(a) - t)
+            loss, g = bce_with_logits(logits[i, j], target[i, j])
+            acc += loss
+            grad[i, j] = scale * g
         rows[i] = acc
 
 
