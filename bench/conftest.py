@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg.cython_blas  # noqa: F401  the BLAS Numba calls: loaded before threads are limited
 
 import fastae
 
@@ -18,6 +19,10 @@ RESULTS = Path(__file__).parent / "latest.md"
 def contenders(*extra):
     """The implementations to time: the reference, every fast backend here, and `extra` ones."""
     return ["numpy"] + [b for b in fastae.backends() if b != "numpy"] + list(extra)
+
+
+def pytest_sessionstart(session):
+    fastae.warmup()  # compile (or load) every kernel before anything is timed
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"{n}thr")
@@ -56,7 +61,7 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     groups = {}
     for bench in session.benchmarks:
-        impl = bench.param.split("-")[0] if bench.param else bench.name
+        impl = bench.params.get("impl", bench.name) if bench.params else bench.name
         groups.setdefault(bench.group, {})[impl] = bench.stats.median
     lines = [f"Machine: {_machine()}", "",
              "| group | contender | median (us) | speed-up over numpy | time / floor |",

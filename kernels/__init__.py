@@ -20,9 +20,10 @@ __all__ = ["affine_forward", "affine_backward", "l1_prox", "reparam_forward", "r
 ACTIVATIONS = tuple(_ew.ACTIVATIONS)
 
 
-def _prepare(backend, like, specs):
+def _prepare(backend, like, specs, fused_check=False):
+    """Resolve the backend and check the arrays; `fused_check`: the cpu kernel reports NaN/inf."""
     name = _backend.resolve(backend, like)
-    arrays, dtype, host = _checks.arrays(name, specs)
+    arrays, dtype, host = _checks.arrays(name, specs, check_finite=not (fused_check and name == "cpu"))
     return name, _backend.module(name), arrays, dtype, host
 
 
@@ -97,12 +98,12 @@ def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
     given = h
-    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))])
+    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))], fused_check=True)
     y = _out(out, h.shape, dtype, name, host, (given,))
     if y is None:
         y = impl.l1_prox(h, threshold, bool(nonneg))
-    else:
-        impl.l1_prox(h.reshape(-1), threshold, bool(nonneg), y.reshape(-1))
+    elif impl.l1_prox(h.reshape(-1), threshold, bool(nonneg), y.reshape(-1)) is False:
+        raise ValueError("h contains NaN or infinity")
     return _deliver(y, out, host)
 
 

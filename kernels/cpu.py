@@ -12,11 +12,30 @@ from . import elementwise as ew
 from .jit import cpu_jit
 
 jit = cpu_jit
-_ew = ew.compiled(jit, {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "cos")})
+_ew = ew.compiled(cpu_jit(inline="always"), {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "cos")})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
 normal_at, bce_with_logits = _ew.normal_at, _ew.bce_with_logits
 exp = cpu_math.exp
 LINEAR = ew.LINEAR
+
+
+@cpu_jit(fastmath={"reassoc"})
+def row_sum(a):
+    """Sum of a 1-D buffer. Reassociation lets it vectorize; it is a separate (not inlined)
+    function so that the flag never reaches the range reductions of `cpu_math`."""
+    acc = 0.0
+    for i in range(a.size):
+        acc += a[i]
+    return acc
+
+
+@cpu_jit(fastmath={"reassoc"})
+def nonfinite_sum(a):
+    """0.0 when every entry of a 1-D array is finite, else NaN (inf * 0 and NaN * 0 are NaN)."""
+    acc = 0.0
+    for i in range(a.size):
+        acc += a[i] * 0.0
+    return acc
 
 
 @jit
@@ -49,22 +68,25 @@ def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
 
 @jit
 def l1_prox(h, threshold, nonneg, out):
+    """Soft-thresholding; returns False if h holds NaN or inf (they pass through to the output,
+    which is checked while still warm in cache rather than validating h in a separate pass)."""
     for i in range(h.size):
         out[i] = soft_threshold(h[i], threshold, nonneg)
+    return nonfinite_sum(out) == 0.0
 
 
 @jit
 def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
     n, k = mu.shape
+    terms = np.empty(k)
     for i in range(n):
-        acc = 0.0
         for j in range(k):
             m, lv = mu[i, j], logvar[i, j]
             e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
             std = exp(0.5 * lv)
             z[i, j] = m + std * e
-            acc += 1.0 + lv - m * m - std * std
-        kl[i] = -0.5 * acc
+            terms[j] = 1.0 + lv - m * m - std * std
+        kl[i] = -0.5 * row_sum(terms)
 
 
 @jit
@@ -83,26 +105,26 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
 def mse_loss(pred, target, rows, grad):
     n, m = pred.shape
     scale = 2.0 / n
+    terms = np.empty(m)
     for i in range(n):
-        acc = 0.0
         for j in range(m):
             d = pred[i, j] - target[i, j]
-            acc += d * d
+            terms[j] = d * d
             grad[i, j] = scale * d
-        rows[i] = acc
+        rows[i] = row_sum(terms)
 
 
 @jit
 def bce_logits_loss(logits, target, rows, grad):
     n, m = logits.shape
     scale = 1.0 / n
+    terms = np.empty(m)
     for i in range(n):
-        acc = 0.0
         for j in range(m):
             loss, g = bce_with_logits(logits[i, j], target[i, j])
-            acc += loss
+            terms[j] = loss
             grad[i, j] = scale * g
-        rows[i] = acc
+        rows[i] = row_sum(terms)
 
 
 @jit
@@ -118,7 +140,4 @@ def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
 
 @jit
 def all_finite(a):
-    for i in range(a.size):
-        if not math.isfinite(a[i]):
-            return False
-    return True
+    return nonfinite_sum(a) == 0.0
