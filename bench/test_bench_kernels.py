@@ -15,13 +15,13 @@ def _gemms_alone(x, W, delta, y, dx, dW):
     np.dot(delta, W, dx)
 
 
-def _affine_step(backend, x, W, b, dy):
-    y = kernels.affine_forward(x, W, b, "relu", backend=backend)
-    return (y,) + kernels.affine_backward(dy, x, y, W, "relu", backend=backend)
+def _affine_step(backend, x, W, b, dy, outs=None):
+    y = kernels.affine_forward(x, W, b, "relu", backend=backend, out=outs and outs[0])
+    return (y,) + kernels.affine_backward(dy, x, y, W, "relu", backend=backend, out=outs and outs[1:])
 
 
 @pytest.mark.parametrize("rows", [256, 1])
-@pytest.mark.parametrize("impl", contenders("floor"))
+@pytest.mark.parametrize("impl", contenders("floor", "cpu_out"))
 def test_affine_forward_backward(benchmark, threads, impl, rows):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, 784), dtype=np.float32)
@@ -29,12 +29,13 @@ def test_affine_forward_backward(benchmark, threads, impl, rows):
     b = rng.standard_normal(512, dtype=np.float32)
     dy = rng.standard_normal((rows, 512), dtype=np.float32)
     benchmark.group = f"affine fwd+bwd {rows}x784->512 relu f32 {threads}thr"
-    if impl == "floor":
-        y, dx, dW = np.empty((rows, 512), np.float32), np.empty_like(x), np.empty_like(W)
+    y, dx, dW, db = np.empty((rows, 512), np.float32), np.empty_like(x), np.empty_like(W), np.empty_like(b)
+    if impl == "floor":  # preallocated outputs, like cpu_out
         benchmark(_gemms_alone, x, W, dy, y, dx, dW)
         return
-    assert_same(_affine_step(impl, x, W, b, dy), _affine_step("numpy", x, W, b, dy), rtol=1e-3)
-    benchmark(_affine_step, impl, x, W, b, dy)
+    args = ("cpu", x, W, b, dy, (y, dx, dW, db)) if impl == "cpu_out" else (impl, x, W, b, dy)
+    assert_same(_affine_step(*args), _affine_step("numpy", x, W, b, dy), rtol=1e-3)
+    benchmark(_affine_step, *args)
 
 
 @pytest.mark.parametrize("impl", contenders())

@@ -69,9 +69,12 @@ def affine_forward(x, W, b, activation, *, backend=None, out=None):
     return _deliver(y, out, host)
 
 
-def affine_backward(dy, x, y, W, activation, *, backend=None):
-    """(dx, dW, db) of a layer y = act(x @ W.T + b), given dy = dL/dy and the layer output y."""
+def affine_backward(dy, x, y, W, activation, *, backend=None, out=None):
+    """(dx, dW, db) of a layer y = act(x @ W.T + b), given dy = dL/dy and the layer output y.
+
+    `out=(dx, dW, db)` takes preallocated results (fresh large arrays cost page faults)."""
     act = _checks.activation(activation)
+    given = (dy, x, y, W)
     name, impl, (dy, x, y, W), dtype, host = _prepare(
         backend, dy, [("dy", dy, 2), ("x", x, 2), ("y", y, 2), ("W", W, 2)])
     n, m = dy.shape
@@ -80,16 +83,19 @@ def affine_backward(dy, x, y, W, activation, *, backend=None):
     if W.shape != (m, x.shape[1]):
         raise ValueError(f"W must have shape ({m}, {x.shape[1]}) to match dy and x, got {tuple(W.shape)}")
     _checks.same_shape("dy", dy, y=y)
+    if out is not None and (not isinstance(out, tuple) or len(out) != 3):
+        raise TypeError("out must be a tuple (dx, dW, db) of arrays")
+    shapes = (x.shape, W.shape, (m,))
+    targets = [_out(o, s, dtype, name, host, given) for o, s in zip(out or (None,) * 3, shapes)]
     if name == "numpy":
-        return _to_host(host, *impl.affine_backward(dy, x, y, W, activation))
-    xp = _backend.array_module(name)
-    # A linear layer's delta is dy itself (only read); Numba types read-only arrays as
-    # unwritable, so a read-only dy gets a scratch array instead.
-    linear_in_place = act == _ew.LINEAR and getattr(dy.flags, "writeable", True)
-    delta = dy if linear_in_place else xp.empty_like(dy)
-    dx, dW, db = xp.empty_like(x), xp.empty_like(W), xp.empty(m, dtype)
-    impl.affine_backward(dy, x, y, W, act, delta, dx, dW, db)
-    return _to_host(host, dx, dW, db)
+        targets = impl.affine_backward(dy, x, y, W, activation)
+    else:
+        # A linear layer's delta is dy itself (only read); Numba types read-only arrays as
+        # unwritable, so a read-only dy gets scratch space instead.
+        linear_in_place = act == _ew.LINEAR and getattr(dy.flags, "writeable", True)
+        delta = dy if linear_in_place else _backend.scratch(name, dy.shape, dtype)
+        impl.affine_backward(dy, x, y, W, act, delta, *targets)
+    return tuple(_deliver(t, o, host) for t, o in zip(targets, out or (None,) * 3))
 
 
 def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):

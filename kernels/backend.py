@@ -6,6 +6,7 @@ in it (no CuPy, no driver, no device) just means "no cuda".
 import functools
 import importlib
 import os
+import threading
 
 NAMES = ("numpy", "cpu", "cuda", "auto")
 _MODULES = {"numpy": "reference", "cpu": "cpu", "cuda": "gpu"}
@@ -73,3 +74,18 @@ def array_module(backend):
         return cupy
     import numpy
     return numpy
+
+
+_scratch = threading.local()
+
+
+def scratch(backend, shape, dtype):
+    """A per-thread scratch array, reused across calls: internal temporaries of this size would
+    otherwise be mapped and page-faulted afresh on every call."""
+    key = (backend, tuple(shape), str(dtype))
+    cache = _scratch.__dict__.setdefault("arrays", {})
+    if key not in cache:
+        if len(cache) > 16:
+            cache.clear()
+        cache[key] = array_module(backend).empty(shape, dtype)
+    return cache[key]
