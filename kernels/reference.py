@@ -12,7 +12,8 @@ def _activate(z, activation):
     if activation == "relu":
         return np.maximum(z, 0)
     if activation == "sigmoid":
-        return 1 / (1 + np.exp(-z))
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives the right 0
+            return 1 / (1 + np.exp(-z))
     if activation == "tanh":
         return np.tanh(z)
     return z
@@ -81,7 +82,8 @@ def mse_loss(pred, target):
 
 def bce_logits_loss(logits, target):
     rows = np.sum(np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits))), axis=1)
-    grad = (1 / (1 + np.exp(-logits)) - target) / logits.shape[0]
+    with np.errstate(over="ignore"):
+        grad = (1 / (1 + np.exp(-logits)) - target) / logits.shape[0]
     return rows.astype(logits.dtype, copy=False), grad.astype(logits.dtype, copy=False)
 
 

@@ -34,6 +34,30 @@ def test_bad_arrays_raise_value_error_naming_the_argument(arrays, backend, arg, 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_every_op_rejects_nan_and_inf(backend, bad):
+    good = np.full((3, 4), 0.5)
+    broken = good.copy()
+    broken[1, 2] = bad
+    calls = {
+        "h": lambda: kernels.l1_prox(broken, 0.1, backend=backend),
+        "mu": lambda: kernels.reparam_forward(broken, good, seed=1, backend=backend),
+        "logvar": lambda: kernels.reparam_backward(good, good, broken, seed=1, backend=backend),
+        "eps": lambda: kernels.reparam_forward(good, good, broken, backend=backend),
+        "pred": lambda: kernels.mse_loss(broken, good, backend=backend),
+        "target": lambda: kernels.bce_logits_loss(good, broken, backend=backend),
+        "dy": lambda: kernels.affine_backward(broken, good, good, np.ones((4, 4)), "relu", backend=backend),
+        "grad": lambda: kernels.adam_step(good.copy(), broken, good * 0, good * 0, step=1, backend=backend),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=f"{name} contains NaN or infinity"):
+            call()
+    out = np.empty_like(good)
+    with pytest.raises(ValueError, match="h contains NaN or infinity"):
+        kernels.l1_prox(broken, 0.1, backend=backend, out=out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_types_raise_type_error(arrays, backend):
     with pytest.raises(TypeError, match="x must hold real numbers"):
         forward(arrays, backend, x=arrays["x"] + 1j)

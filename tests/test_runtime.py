@@ -117,3 +117,31 @@ def test_eight_threads_calling_kernels_at_once(backend):
     for seq, con in zip(sequential, concurrent):
         for a, b in zip(seq, con):
             np.testing.assert_array_equal(a, b)
+
+
+def test_gpu_detection_never_raises_and_is_cached(monkeypatch):
+    from fastae.kernels import backend
+    backend.gpu_status.cache_clear()
+    monkeypatch.setitem(sys.modules, "cupy", None)  # "import cupy" now raises ImportError
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    try:
+        usable, reason = backend.gpu_status()
+        assert usable is False and "import of cupy halted" in reason
+        assert backend.backends() == ["cpu", "numpy"]
+        assert backend.resolve("auto") == "cpu"
+        with pytest.raises(RuntimeError, match="import of cupy halted"):
+            backend.resolve("cuda")
+        assert backend.gpu_status.cache_info().hits >= 1
+    finally:
+        backend.gpu_status.cache_clear()
+
+
+def test_plain_pytest_runs_tests_and_benchmark_flag_runs_the_suite():
+    root = Path(__file__).parent.parent
+    plain = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q"], cwd=root,
+                           capture_output=True, text=True, timeout=300)
+    bench = subprocess.run([sys.executable, "-m", "pytest", "--benchmark", "--collect-only", "-q"],
+                           cwd=root, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and bench.returncode == 0, plain.stderr + bench.stderr
+    assert "tests/test_kernels.py" in plain.stdout and "bench/" not in plain.stdout
+    assert "bench/test_bench_kernels.py" in bench.stdout and "tests/" not in bench.stdout
