@@ -12,9 +12,10 @@ from . import elementwise as ew
 from .jit import cpu_jit
 
 jit = cpu_jit
-_ew = ew.compiled(cpu_jit(inline="always"), {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "cos")})
+_ew = ew.compiled(cpu_jit(inline="always"),
+                  {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "sincos")})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_at, bce_with_logits = _ew.normal_at, _ew.bce_with_logits
+normal_pair, bce_with_logits = _ew.normal_pair, _ew.bce_with_logits
 exp = cpu_math.exp
 LINEAR = ew.LINEAR
 
@@ -76,15 +77,33 @@ def l1_prox(h, threshold, nonneg, out):
 
 
 @jit
+def noise_row(eps, has_eps, key, i, pairs, out):
+    """Row i of the noise into `out` (in the data dtype, like the reference): eps[i], or numbers
+    i * K .. i * K + K - 1 of the stream, drawn two at a time into `pairs` (K + 2 long)."""
+    k = out.size
+    if has_eps:
+        out[:] = eps[i]
+        return
+    start = i * k
+    offset = start & 1
+    first = start >> 1
+    for q in range((offset + k + 1) >> 1):
+        a, b = normal_pair(key, np.uint64(first + q))
+        pairs[2 * q] = a
+        pairs[2 * q + 1] = b
+    out[:] = pairs[offset:offset + k]
+
+
+@jit
 def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
     n, k = mu.shape
-    terms = np.empty(k)
+    terms, pairs, noise = np.empty(k), np.empty(k + 2), np.empty(k, mu.dtype)
     for i in range(n):
+        noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
             m, lv = mu[i, j], logvar[i, j]
-            e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
             std = exp(0.5 * lv)
-            z[i, j] = m + std * e
+            z[i, j] = m + std * noise[j]
             terms[j] = 1.0 + lv - m * m - std * std
         kl[i] = -0.5 * row_sum(terms)
 
@@ -92,13 +111,13 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
 @jit
 def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
     n, k = mu.shape
+    pairs, noise = np.empty(k + 2), np.empty(k, mu.dtype)
     for i in range(n):
+        noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
-            lv = logvar[i, j]
-            e = eps[i, j] if has_eps else normal_at(key, np.uint64(i * k + j))
+            std = exp(0.5 * logvar[i, j])
             dmu[i, j] = dz[i, j] + beta * mu[i, j]
-            std = exp(0.5 * lv)
-            dlogvar[i, j] = 0.5 * (dz[i, j] * e * std + beta * (std * std - 1.0))
+            dlogvar[i, j] = 0.5 * (dz[i, j] * noise[j] * std + beta * (std * std - 1.0))
 
 
 @jit

@@ -1,4 +1,4 @@
-"""exp, log, log1p (on [0, 1]) and cos for the CPU kernels, written so that LLVM vectorizes the loops that use them.
+"""exp, log, log1p (on [0, 1]), sin and cos for the CPU kernels, written so that LLVM vectorizes the loops that use them.
 
 Numba calls the scalar libm for math.exp and friends (pip's llvmlite has no SVML), which leaves the
 fused loops several times slower than NumPy's SIMD ufuncs. These are branch-free float64 versions
@@ -83,8 +83,8 @@ def log1p(x):
 
 
 @jit
-def cos(x):
-    """cos(x) by reduction to a multiple of pi/2 plus |a| <= pi/4 (accurate for |x| up to ~1e6)."""
+def sincos(x):
+    """(sin(x), cos(x)) by reduction to a multiple of pi/2 plus |a| <= pi/4 (for |x| up to ~1e6)."""
     q = math.floor(x * (2.0 / math.pi) + 0.5)
     a = (x - q * 1.5707963267341256) - q * 6.077100506506192e-11
     a2 = a * a
@@ -97,6 +97,12 @@ def cos(x):
               -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0):
         s = s * a2 + k
     s = s * a
-    quadrant = np.int64(q) & 3  # cos(a + quadrant * pi / 2) is c, -s, -c, s
-    v = s if quadrant & 1 else c
-    return -v if (quadrant + 1) & 2 else v
+    quadrant = np.int64(q) & 3  # sin(a + quadrant * pi / 2) is s, c, -s, -c; cos is c, -s, -c, s
+    sin_v = c if quadrant & 1 else s
+    cos_v = s if quadrant & 1 else c
+    return (-sin_v if quadrant & 2 else sin_v), (-cos_v if (quadrant + 1) & 2 else cos_v)
+
+
+@jit
+def cos(x):
+    return sincos(x)[1]

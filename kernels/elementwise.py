@@ -5,7 +5,7 @@ Integer codes stand for activations because both targets dispatch on them cheapl
 """
 import math
 import types
-from math import cos, exp, log, log1p, sqrt, tanh  # each target may bind faster versions
+from math import exp, log, log1p, sqrt, tanh  # each target may bind faster versions
 
 import numpy as np
 
@@ -75,18 +75,31 @@ def noise_key(seed):
         return seed_key(seed)
 
 
-def normal_at(key, counter):
-    """Standard normal number `counter` of the stream `key` (Box-Muller on two hashed uniforms).
+def sincos(x):
+    return math.sin(x), math.cos(x)
 
-    Counter-based: element (i, j) of a batch always uses counter i * K + j, so any thread layout
-    draws the same numbers and a backward pass can regenerate them instead of storing them.
+
+def normal_pair(key, pair):
+    """Standard normal numbers 2 * pair and 2 * pair + 1 of the stream `key`: Box-Muller's cos and
+    sin halves of two hashed uniforms.
+
+    Counter-based: element (i, j) of a batch always is number i * K + j, so any thread layout draws
+    the same numbers and a backward pass can regenerate them instead of storing them.
     """
-    c = counter * _TWO
+    c = pair * _TWO
     h1 = mix64(key + c * _GOLDEN)
     h2 = mix64(key + (c + _ONE) * _GOLDEN)
     u1 = 1.0 - float(h1 >> _S11) * _TWO_POW_53  # in (0, 1], so log is finite
     u2 = float(h2 >> _S11) * _TWO_POW_53
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * math.pi * u2)
+    r = sqrt(-2.0 * log(u1))
+    s, c = sincos(2.0 * math.pi * u2)
+    return r * c, r * s
+
+
+def normal_at(key, counter):
+    """Standard normal number `counter` of the stream `key` (one half of its Box-Muller pair)."""
+    a, b = normal_pair(key, counter >> _ONE)
+    return b if counter & _ONE else a
 
 
 def bce_with_logits(a, t):
@@ -98,8 +111,8 @@ def bce_with_logits(a, t):
     return (a if a > 0 else 0.0) - a * t + log1p(e), p - t
 
 
-SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "normal_at",
-          "bce_with_logits")
+SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "sincos",
+          "normal_pair", "normal_at", "bce_with_logits")
 
 
 def compiled(jit, math_functions=None):
@@ -109,8 +122,9 @@ def compiled(jit, math_functions=None):
     calls the compiled `mix64`; `math_functions` replaces exp, log, ... for that target.
     This module itself imports neither numba nor cupy.
     """
-    namespace = dict(globals(), **(math_functions or {}))
-    for name in SHARED:
+    math_functions = math_functions or {}
+    namespace = dict(globals(), **math_functions)
+    for name in (n for n in SHARED if n not in math_functions):
         fn = globals()[name]
         namespace[name] = jit(types.FunctionType(fn.__code__, namespace, name, fn.__defaults__))
     return types.SimpleNamespace(**{name: namespace[name] for name in SHARED})

@@ -46,16 +46,21 @@ def l1_prox(h, threshold, nonneg):
 
 
 def normal_noise(seed, shape, dtype):
-    """The counter-based stream of `elementwise.normal_at`, vectorised."""
+    """The counter-based stream of `elementwise.normal_pair`, vectorised: pair p gives numbers
+    2p (cos half) and 2p + 1 (sin half)."""
+    size = int(np.prod(shape))
     with np.errstate(over="ignore"):
         key = ew.noise_key(seed)
-        c = np.arange(int(np.prod(shape)), dtype=np.uint64) * np.uint64(2)
+        c = np.arange((size + 1) // 2, dtype=np.uint64) * np.uint64(2)
         h1 = ew.mix64(key + c * ew._GOLDEN)
         h2 = ew.mix64(key + (c + np.uint64(1)) * ew._GOLDEN)
     u1 = 1.0 - (h1 >> np.uint64(11)).astype(np.float64) * ew._TWO_POW_53
     u2 = (h2 >> np.uint64(11)).astype(np.float64) * ew._TWO_POW_53
-    eps = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-    return eps.reshape(shape).astype(dtype)
+    r = np.sqrt(-2.0 * np.log(u1))
+    eps = np.empty(2 * len(c))
+    eps[0::2] = r * np.cos(2.0 * np.pi * u2)
+    eps[1::2] = r * np.sin(2.0 * np.pi * u2)
+    return eps[:size].reshape(shape).astype(dtype)
 
 
 def reparam_forward(mu, logvar, eps, seed):
