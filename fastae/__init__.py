@@ -1,10 +1,17 @@
 """fastae: fused compiled kernels and scikit-learn-style estimators for autoencoders.
 
 `import fastae` is cheap: Numba is imported (and kernels compiled or loaded from the disk cache)
-only when a `cpu` kernel first runs, CuPy only when the `cuda` backend is asked for.
+only when a `cpu` kernel first runs, CuPy only when the `cuda` backend is asked for, scikit-learn
+never (it is only needed by the tests and the demo).
 """
 from . import kernels
+from .autoencoder import Autoencoder
 from .kernels import backends, warmup
+from .pca import PCA
+from .persistence import load
+from .validation import NotFittedError
+from .vae import VAE
 
 __version__ = "0.1.0"
-__all__ = ["backends", "warmup", "kernels", "__version__"]
+__all__ = ["PCA", "Autoencoder", "VAE", "load", "backends", "warmup", "kernels", "NotFittedError",
+           "__version__"]

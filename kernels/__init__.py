@@ -174,7 +174,7 @@ def _loss(op, pred_name, pred, target, backend):
         return _to_host(host, *getattr(impl, op)(pred, target))
     xp = _backend.array_module(name)
     rows, grad = xp.empty(pred.shape[0], dtype), xp.empty_like(pred)
-    getattr(impl, op)(pred, target, rows, grad)
+    getattr(impl, op)(pred, target, 1.0, rows, grad)
     return _to_host(host, rows, grad)
 
 

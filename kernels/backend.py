@@ -9,7 +9,7 @@ import os
 import threading
 
 NAMES = ("numpy", "cpu", "cuda", "auto")
-_MODULES = {"numpy": "reference", "cpu": "cpu", "cuda": "gpu"}
+_MODULES = {"numpy": "reference", "cpu": "cpu", "cuda": "gpu", "numpy_out": "reference_out"}
 
 
 def simulated():

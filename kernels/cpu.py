@@ -15,7 +15,8 @@ jit = cpu_jit
 _ew = ew.compiled(cpu_jit(inline="always"),
                   {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "sincos")})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_pair, bce_with_logits = _ew.normal_pair, _ew.bce_with_logits
+normal_pair, normal_at, uniform_at = _ew.normal_pair, _ew.normal_at, _ew.uniform_at
+bce_with_logits = _ew.bce_with_logits
 exp = cpu_math.exp
 LINEAR = ew.LINEAR
 
@@ -121,29 +122,31 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
 
 
 @jit
-def mse_loss(pred, target, rows, grad):
+def mse_loss(pred, target, scale, rows, grad):
+    """rows = scale * per-row squared error; grad = d mean(rows) / d pred."""
     n, m = pred.shape
-    scale = 2.0 / n
+    g_scale = 2.0 * scale / n
     terms = np.empty(m)
     for i in range(n):
         for j in range(m):
             d = pred[i, j] - target[i, j]
             terms[j] = d * d
-            grad[i, j] = scale * d
-        rows[i] = row_sum(terms)
+            grad[i, j] = g_scale * d
+        rows[i] = scale * row_sum(terms)
 
 
 @jit
-def bce_logits_loss(logits, target, rows, grad):
+def bce_logits_loss(logits, target, scale, rows, grad):
+    """rows = scale * per-row BCE of sigmoid(logits); grad = d mean(rows) / d logits."""
     n, m = logits.shape
-    scale = 1.0 / n
+    g_scale = scale / n
     terms = np.empty(m)
     for i in range(n):
         for j in range(m):
             loss, g = bce_with_logits(logits[i, j], target[i, j])
             terms[j] = loss
-            grad[i, j] = scale * g
-        rows[i] = row_sum(terms)
+            grad[i, j] = g_scale * g
+        rows[i] = scale * row_sum(terms)
 
 
 @jit
@@ -155,6 +158,68 @@ def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
         m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
         v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
         param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+
+
+@jit
+def sgd_step(param, grad, velocity, lr, momentum):
+    for i in range(param.size):
+        velocity[i] = momentum * velocity[i] - lr * grad[i]
+        param[i] += velocity[i]
+
+
+@jit
+def corrupt(x, level, kind, key, out):
+    """Denoising input: x + level * N(0, 1) (kind 0) or x with each entry zeroed with probability
+    `level` (kind 1), from the counter-based stream `key` (entry (i, j) uses number i * D + j)."""
+    n, d = x.shape
+    for i in range(n):
+        for j in range(d):
+            c = np.uint64(i * d + j)
+            if kind == 0:
+                out[i, j] = x[i, j] + level * normal_at(key, c)
+            else:
+                out[i, j] = x[i, j] if uniform_at(key, c) >= level else x[i, j] * 0
+
+
+@jit
+def gather_rows(X, index, start, out):
+    """out[r] = X[index[start + r]]: a shuffled minibatch copied into a reused buffer."""
+    for r in range(out.shape[0]):
+        out[r, :] = X[index[start + r]]
+
+
+@jit
+def l1_code_grad(dh, h, weight, out):
+    """Gradient through h = prox(v) plus the penalty weight * |h|: (dh + weight sign(h)) [h != 0]."""
+    for i in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            v = h[i, j]
+            out[i, j] = (dh[i, j] + weight * (1.0 if v > 0 else -1.0)) if v != 0 else v * 0
+
+
+@jit
+def l1_penalty_rows(h, lam, rows):
+    for i in range(h.shape[0]):
+        acc = 0.0
+        for j in range(h.shape[1]):
+            acc += abs(h[i, j])
+        rows[i] += lam * acc
+
+
+@jit
+def repeat_rows(src, copies, out):
+    n = src.shape[0]
+    for s in range(copies):
+        out[s * n:(s + 1) * n] = src
+
+
+@jit
+def fold_rows(src, copies, out):
+    """out = the sum of the `copies` stacked blocks of src."""
+    n = out.shape[0]
+    out[:] = src[:n]
+    for s in range(1, copies):
+        out += src[s * n:(s + 1) * n]
 
 
 @jit

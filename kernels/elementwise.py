@@ -18,6 +18,7 @@ _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _ONE, _TWO = np.uint64(1), np.uint64(2)
+_MASK_SALT = np.uint64(0x632BE59BD9B4E019)
 _TWO_POW_53 = 1.0 / 9007199254740992.0
 
 
@@ -29,7 +30,7 @@ def sigmoid(v):
 
 def activate(v, act):
     if act == RELU:
-        return v if v > 0 else v * 0
+        return v if v > 0 else v - v  # +0.0, in the dtype of v
     if act == SIGMOID:
         return sigmoid(v)
     if act == TANH:
@@ -50,12 +51,12 @@ def activation_grad(y, act):
 
 def soft_threshold(v, t, nonneg):
     if nonneg:
-        return v - t if v > t else v * 0
+        return v - t if v > t else v - v
     if v > t:
         return v - t
     if v < -t:
         return v + t
-    return v * 0
+    return v - v
 
 
 def mix64(x):
@@ -102,6 +103,11 @@ def normal_at(key, counter):
     return b if counter & _ONE else a
 
 
+def uniform_at(key, counter):
+    """Uniform number in [0, 1) number `counter` of the stream `key` (its own hash sequence)."""
+    return float(mix64(key + counter * _GOLDEN + _MASK_SALT) >> _S11) * _TWO_POW_53
+
+
 def bce_with_logits(a, t):
     """(loss, d loss / d a) of binary cross-entropy of sigmoid(a) against t, from the logit a:
     finite for any finite logit, one exp for both."""
@@ -112,7 +118,7 @@ def bce_with_logits(a, t):
 
 
 SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "sincos",
-          "normal_pair", "normal_at", "bce_with_logits")
+          "normal_pair", "normal_at", "uniform_at", "bce_with_logits")
 
 
 def compiled(jit, math_functions=None):

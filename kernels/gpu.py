@@ -13,7 +13,7 @@ from . import elementwise as ew
 
 _ew = ew.compiled(cuda.jit(device=True))
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_at, bce_with_logits = _ew.normal_at, _ew.bce_with_logits
+normal_at, uniform_at, bce_with_logits = _ew.normal_at, _ew.uniform_at, _ew.bce_with_logits
 LINEAR = ew.LINEAR
 _BLOCK = 128
 _BLOCK_2D = (16, 16)
@@ -88,29 +88,29 @@ def _reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
 
 
 @cuda.jit
-def _mse_loss(pred, target, rows, grad):
+def _mse_loss(pred, target, scale, rows, grad):
     i = cuda.grid(1)
     if i < pred.shape[0]:
-        scale = 2.0 / pred.shape[0]
+        g_scale = 2.0 * scale / pred.shape[0]
         acc = 0.0
         for j in range(pred.shape[1]):
             d = pred[i, j] - target[i, j]
             acc += d * d
-            grad[i, j] = scale * d
-        rows[i] = acc
+            grad[i, j] = g_scale * d
+        rows[i] = scale * acc
 
 
 @cuda.jit
-def _bce_logits_loss(logits, target, rows, grad):
+def _bce_logits_loss(logits, target, scale, rows, grad):
     i = cuda.grid(1)
     if i < logits.shape[0]:
-        scale = 1.0 / logits.shape[0]
+        g_scale = scale / logits.shape[0]
         acc = 0.0
         for j in range(logits.shape[1]):
             loss, g = bce_with_logits(logits[i, j], target[i, j])
             acc += loss
-            grad[i, j] = scale * g
-        rows[i] = acc
+            grad[i, j] = g_scale * g
+        rows[i] = scale * acc
 
 
 @cuda.jit
@@ -121,6 +121,88 @@ def _adam_step(param, grad, m, v, lr, beta_1, beta_2, epsilon, bias_1, bias_2):
         m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
         v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
         param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+
+
+@cuda.jit
+def _sgd_step(param, grad, velocity, lr, momentum):
+    i = cuda.grid(1)
+    if i < param.size:
+        velocity[i] = momentum * velocity[i] - lr * grad[i]
+        param[i] += velocity[i]
+
+
+@cuda.jit
+def _corrupt(x, level, kind, key, out):
+    i, j = cuda.grid(2)
+    if i < x.shape[0] and j < x.shape[1]:
+        c = np.uint64(i * x.shape[1] + j)
+        if kind == 0:
+            out[i, j] = x[i, j] + level * normal_at(key, c)
+        else:
+            out[i, j] = x[i, j] if uniform_at(key, c) >= level else x[i, j] * 0
+
+
+@cuda.jit
+def _gather_rows(X, index, start, out):
+    i, j = cuda.grid(2)
+    if i < out.shape[0] and j < out.shape[1]:
+        out[i, j] = X[index[start + i], j]
+
+
+@cuda.jit
+def _l1_code_grad(dh, h, weight, out):
+    i, j = cuda.grid(2)
+    if i < h.shape[0] and j < h.shape[1]:
+        v = h[i, j]
+        out[i, j] = (dh[i, j] + weight * (1.0 if v > 0 else -1.0)) if v != 0 else v * 0
+
+
+@cuda.jit
+def _l1_penalty_rows(h, lam, rows):
+    i = cuda.grid(1)
+    if i < h.shape[0]:
+        acc = 0.0
+        for j in range(h.shape[1]):
+            acc += abs(h[i, j])
+        rows[i] += lam * acc
+
+
+def sgd_step(param, grad, velocity, lr, momentum):
+    blocks, threads = _grid(param.size)
+    _sgd_step[blocks, threads](param, grad, velocity, lr, momentum)
+
+
+def corrupt(x, level, kind, key, out):
+    blocks, threads = _grid_2d(x.shape)
+    _corrupt[blocks, threads](x, level, kind, key, out)
+
+
+def gather_rows(X, index, start, out):
+    blocks, threads = _grid_2d(out.shape)
+    _gather_rows[blocks, threads](X, index, start, out)
+
+
+def l1_code_grad(dh, h, weight, out):
+    blocks, threads = _grid_2d(h.shape)
+    _l1_code_grad[blocks, threads](dh, h, weight, out)
+
+
+def l1_penalty_rows(h, lam, rows):
+    blocks, threads = _grid(h.shape[0])
+    _l1_penalty_rows[blocks, threads](h, lam, rows)
+
+
+def repeat_rows(src, copies, out):
+    n = src.shape[0]
+    for s in range(copies):
+        out[s * n:(s + 1) * n] = src
+
+
+def fold_rows(src, copies, out):
+    n = out.shape[0]
+    out[...] = src[:n]
+    for s in range(1, copies):
+        out += src[s * n:(s + 1) * n]
 
 
 def affine_forward(x, W, b, act, out):
@@ -154,14 +236,14 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
     _reparam_backward[blocks, threads](dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
 
 
-def mse_loss(pred, target, rows, grad):
+def mse_loss(pred, target, scale, rows, grad):
     blocks, threads = _grid(pred.shape[0])
-    _mse_loss[blocks, threads](pred, target, rows, grad)
+    _mse_loss[blocks, threads](pred, target, scale, rows, grad)
 
 
-def bce_logits_loss(logits, target, rows, grad):
+def bce_logits_loss(logits, target, scale, rows, grad):
     blocks, threads = _grid(logits.shape[0])
-    _bce_logits_loss[blocks, threads](logits, target, rows, grad)
+    _bce_logits_loss[blocks, threads](logits, target, scale, rows, grad)
 
 
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
@@ -172,3 +254,7 @@ def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
 
 def all_finite(a):
     return bool(array_module(a).isfinite(a).all())
+
+
+def row_sum(a):
+    return float(a.sum())

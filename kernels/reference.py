@@ -46,11 +46,14 @@ def l1_prox(h, threshold, nonneg):
 
 
 def normal_noise(seed, shape, dtype):
+    return noise_from_key(ew.noise_key(seed), shape, dtype)
+
+
+def noise_from_key(key, shape, dtype):
     """The counter-based stream of `elementwise.normal_pair`, vectorised: pair p gives numbers
     2p (cos half) and 2p + 1 (sin half)."""
     size = int(np.prod(shape))
     with np.errstate(over="ignore"):
-        key = ew.noise_key(seed)
         c = np.arange((size + 1) // 2, dtype=np.uint64) * np.uint64(2)
         h1 = ew.mix64(key + c * ew._GOLDEN)
         h2 = ew.mix64(key + (c + np.uint64(1)) * ew._GOLDEN)
@@ -61,6 +64,14 @@ def normal_noise(seed, shape, dtype):
     eps[0::2] = r * np.cos(2.0 * np.pi * u2)
     eps[1::2] = r * np.sin(2.0 * np.pi * u2)
     return eps[:size].reshape(shape).astype(dtype)
+
+
+def uniform_from_key(key, shape):
+    """The stream of `elementwise.uniform_at`, vectorised."""
+    with np.errstate(over="ignore"):
+        c = np.arange(int(np.prod(shape)), dtype=np.uint64)
+        h = ew.mix64(key + c * ew._GOLDEN + ew._MASK_SALT)
+    return ((h >> np.uint64(11)).astype(np.float64) * ew._TWO_POW_53).reshape(shape)
 
 
 def reparam_forward(mu, logvar, eps, seed):

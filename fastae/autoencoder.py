@@ -1,0 +1,175 @@
+"""Autoencoder: plain, sparse (L1 proximal code) and denoising, trained by the engine."""
+import numpy as np
+
+from . import engine, validation
+from .estimator import NeuralEstimator
+from .kernels import backend as _backend
+from .kernels.elementwise import ACTIVATIONS
+from .network import Network
+
+_CHUNK = 4096  # inference rows per compiled call: bounds the workspace
+
+
+class Autoencoder(NeuralEstimator):
+    """Dense autoencoder `D -> hidden -> code -> reversed(hidden) -> D`.
+
+    l1 > 0 makes it sparse (the code is the L1 proximal operator of the code layer's output, so
+    codes are exactly sparse, and the objective adds l1 * ||h||_1 per row); noise > 0 makes it
+    denoising (the encoder sees corrupted rows during fit, the loss compares with the clean ones).
+    """
+
+    def __init__(self, hidden=(256,), code=32, activation="relu", code_activation="relu",
+                 output_activation="linear", loss="mse", l1=0.0, noise=0.0, noise_type="gaussian",
+                 optimizer="adam", lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, momentum=0.9,
+                 batch_size=128, epochs=10, shuffle=True, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, callback=None, seed=None,
+                 backend="auto", dtype="float32", verbose=False):
+        self.hidden, self.code, self.activation = hidden, code, activation
+        self.code_activation, self.output_activation, self.loss = code_activation, output_activation, loss
+        self.l1, self.noise, self.noise_type = l1, noise, noise_type
+        self.optimizer, self.lr, self.beta_1, self.beta_2 = optimizer, lr, beta_1, beta_2
+        self.epsilon, self.momentum, self.batch_size, self.epochs = epsilon, momentum, batch_size, epochs
+        self.shuffle, self.early_stopping, self.validation_fraction = shuffle, early_stopping, validation_fraction
+        self.n_iter_no_change, self.tol, self.warm_start, self.callback = n_iter_no_change, tol, warm_start, callback
+        self.seed, self.backend, self.dtype, self.verbose = seed, backend, dtype, verbose
+
+    # ---- description of the network
+    def _check_params(self):
+        v = validation
+        self._hidden = v.sizes(self.hidden, "hidden")
+        v.integer(self.code, "code", 1)
+        names = tuple(ACTIVATIONS)
+        for name in ("activation", "code_activation", "output_activation"):
+            v.one_of(getattr(self, name), name, names)
+        v.one_of(self.loss, "loss", ("mse", "bce"))
+        if self.loss == "bce" and self.output_activation != "sigmoid":
+            raise ValueError("loss='bce' needs output_activation='sigmoid' (cross-entropy compares "
+                             f"probabilities), got output_activation={self.output_activation!r}")
+        v.real(self.l1, "l1", 0)
+        v.one_of(self.noise_type, "noise_type", ("gaussian", "mask"))
+        v.real(self.noise, "noise", 0, 1 if self.noise_type == "mask" else None, high_open=self.noise_type == "mask")
+
+    def _build_network(self, n_features):
+        h = self._hidden
+        sizes = [n_features, *h, self.code, *reversed(h), n_features]
+        acts = ([ACTIVATIONS[self.activation]] * len(h) + [ACTIVATIONS[self.code_activation]]
+                + [ACTIVATIONS[self.activation]] * len(h) + [ACTIVATIONS[self.output_activation]])
+        return Network(list(zip(sizes[:-1], sizes[1:])), acts, self._dtype, self._xp)
+
+    def _fill_cfg(self, cfg_f, cfg_i, training=True):
+        cfg_i[engine.I_SPLIT] = len(self._hidden)
+        cfg_i[engine.I_LOSS] = engine.BCE if self.loss == "bce" else engine.MSE
+        cfg_i[engine.I_NONNEG] = self.code_activation == "relu"
+        cfg_i[engine.I_NOISE_KIND] = 0 if self.noise_type == "gaussian" else 1
+        # BCE is computed from the logits: the output layer runs linear in the objective
+        cfg_i[engine.I_OUT_ACT] = engine.LINEAR if self.loss == "bce" else ACTIVATIONS[self.output_activation]
+        cfg_f[engine.F_L1] = self.l1
+        cfg_f[engine.F_NOISE] = self.noise if training else 0.0
+        cfg_f[engine.F_LOSS_SCALE] = 1.0
+
+    def _plan(self, rows):
+        return self._net.plan(rows, code=self.code)
+
+    def _public_layers(self, buffer=None):
+        return [self._net.layer(l, buffer) for l in range(self._net.n_layers)]
+
+    # ---- training
+    def _epoch(self, X, index, keys):
+        rows = min(self.batch_size, X.shape[0])
+        if getattr(self, "_train_rows", None) != rows:
+            self._train_work, self._train_plan = self._workspace(rows)
+            self._train_rows = rows
+        cfg_f, cfg_i = self._cfg()
+        net = self._net
+        return engine.for_backend(self._backend_name).ae_epoch(
+            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
+            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_)
+
+    def _objective_rows(self, Xc, with_grads=False):
+        """Per-row objective (no corruption) of checked rows; with_grads: all rows in one batch."""
+        cfg_f, cfg_i = self._cfg()
+        self._fill_cfg(cfg_f, cfg_i, training=False)
+        n = Xc.shape[0]
+        chunk = n if with_grads else min(n, _CHUNK)
+        work, plan = self._workspace(chunk)
+        rows = self._xp.empty(n, self._dtype)
+        eng, net = engine.for_backend(self._backend_name), self._net
+        for start in range(0, n, chunk):
+            x = Xc[start:start + chunk]
+            eng.ae_objective(net.params, self._grads, net.layout, net.acts, work, plan, x, x, x.shape[0],
+                             cfg_f, cfg_i, with_grads)
+            rows[start:start + x.shape[0]] = work[plan[engine.S_ROWS]:plan[engine.S_ROWS] + x.shape[0]]
+        return rows
+
+    def _score_rows(self, Xc):
+        return -self._objective_rows(Xc)
+
+    # ---- inference
+    def _run_chunks(self, X, name, n_in, n_out, out, step):
+        self._check_fitted()
+        Xc = validation.data(X, name, self._dtype, n_in, type(self).__name__, self._xp)
+        n = Xc.shape[0]
+        result = _result_array(out, (n, n_out), self._dtype, self._xp, X)
+        chunk = min(n, _CHUNK)
+        work, plan = self._workspace(chunk)
+        for start in range(0, n, chunk):
+            x = Xc[start:start + chunk]
+            result[start:start + x.shape[0]] = step(x, work, plan)
+        return self._as_caller(result, X) if out is None else out
+
+    def transform(self, X, out=None):
+        """Codes of X: (n, code). `out=` takes a preallocated C-contiguous result."""
+        eng, net = engine.for_backend(self._backend_name), getattr(self, "_net", None)
+        cfg = self._cfg() if net is not None else None
+
+        def step(x, work, plan):
+            return eng.ae_encode(net.params, net.layout, net.acts, work, plan, x, x.shape[0], *cfg)
+        return self._run_chunks(X, "X", getattr(self, "n_features_in_", None), self.code, out, step)
+
+    encode = transform
+
+    def decode(self, C, out=None):
+        """Reconstructions (n, D) from codes C (n, code)."""
+        eng, net = engine.for_backend(self._backend_name), getattr(self, "_net", None)
+        self._check_fitted()
+        split, last = len(self._hidden), net.n_layers
+
+        def step(c, work, plan):
+            return eng.forward_layers(net.params, net.layout, net.acts, split + 1, last, c, work, plan,
+                                      c.shape[0], int(net.acts[last - 1]))
+        return self._run_chunks(C, "C", self.code, self.n_features_in_, out, step)
+
+    inverse_transform = decode
+
+    def reconstruct(self, X):
+        return self.decode(self.transform(X))
+
+    def score_samples(self, X):
+        """Minus the per-row objective (reconstruction loss + l1 * ||code||_1): higher is better."""
+        self._check_fitted()
+        return self._as_caller(-self._objective_rows(self._data(X)), X)
+
+    def score(self, X, y=None):
+        """Minus the mean per-row objective, penalty included (higher is better)."""
+        return float(self.score_samples(X).mean())
+
+    def value_and_grad(self, X):
+        """(loss, grads) at the current weights without noise: the mean per-row objective and its
+        gradient, shaped like get_weights()."""
+        self._check_fitted()
+        Xc = self._data(X)
+        loss = float(self._objective_rows(Xc, with_grads=True).sum()) / Xc.shape[0]
+        return loss, self._grads_like_weights()
+
+
+def _result_array(out, shape, dtype, xp, like):
+    if out is None:
+        return xp.empty(shape, dtype)
+    if _backend.is_cupy(out) != (xp is not np) and not (xp is not np and not _backend.is_cupy(like)):
+        raise TypeError("out must be the same kind of array (NumPy or CuPy) as the model's backend")
+    if not hasattr(out, "shape") or tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+                         f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    return out

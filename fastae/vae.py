@@ -1,0 +1,208 @@
+"""Variational autoencoder: Gaussian encoder, reparameterization, KL to N(0, I), trained by the
+engine with the noise drawn (and regenerated for the backward) inside the kernels."""
+import numpy as np
+
+from . import engine, validation
+from .autoencoder import _CHUNK, _result_array
+from .estimator import NeuralEstimator
+from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
+from .network import Network
+
+
+class VAE(NeuralEstimator):
+    """q(z|x) = N(mu(x), diag(exp(logvar(x)))) from a shared trunk `hidden` and two affine heads;
+    prior N(0, I); the decoder mirrors `hidden`. likelihood="bernoulli" (sigmoid output, binary
+    cross-entropy, data in [0, 1]) or "gaussian" (linear output, 0.5 * ||x - G(z)||^2)."""
+
+    def __init__(self, hidden=(400,), latent=20, activation="relu", likelihood="bernoulli", beta=1.0,
+                 n_samples=1, optimizer="adam", lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 momentum=0.9, batch_size=128, epochs=10, shuffle=True, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False, callback=None,
+                 seed=None, backend="auto", dtype="float32", verbose=False):
+        self.hidden, self.latent, self.activation, self.likelihood = hidden, latent, activation, likelihood
+        self.beta, self.n_samples = beta, n_samples
+        self.optimizer, self.lr, self.beta_1, self.beta_2 = optimizer, lr, beta_1, beta_2
+        self.epsilon, self.momentum, self.batch_size, self.epochs = epsilon, momentum, batch_size, epochs
+        self.shuffle, self.early_stopping, self.validation_fraction = shuffle, early_stopping, validation_fraction
+        self.n_iter_no_change, self.tol, self.warm_start, self.callback = n_iter_no_change, tol, warm_start, callback
+        self.seed, self.backend, self.dtype, self.verbose = seed, backend, dtype, verbose
+
+    # ---- description of the network
+    def _check_params(self):
+        v = validation
+        self._hidden = v.sizes(self.hidden, "hidden")
+        v.integer(self.latent, "latent", 1)
+        v.one_of(self.activation, "activation", tuple(ACTIVATIONS))
+        v.one_of(self.likelihood, "likelihood", ("bernoulli", "gaussian"))
+        v.real(self.beta, "beta", 0)
+        v.integer(self.n_samples, "n_samples", 1)
+
+    def _build_network(self, n_features):
+        h, act = self._hidden, ACTIVATIONS[self.activation]
+        trunk = [n_features, *h]
+        decoder = [self.latent, *reversed(h), n_features]
+        dims = (list(zip(trunk[:-1], trunk[1:])) + [(trunk[-1], 2 * self.latent)]  # heads [mu | logvar]
+                + list(zip(decoder[:-1], decoder[1:])))
+        acts = [act] * len(h) + [LINEAR] + [act] * len(h) + [SIGMOID if self.likelihood == "bernoulli" else LINEAR]
+        return Network(dims, acts, self._dtype, self._xp)
+
+    def _fill_cfg(self, cfg_f, cfg_i, samples=None, beta=None):
+        cfg_i[engine.I_SPLIT] = len(self._hidden)
+        cfg_i[engine.I_LOSS] = engine.BCE if self.likelihood == "bernoulli" else engine.MSE
+        cfg_i[engine.I_SAMPLES] = self.n_samples if samples is None else samples
+        cfg_i[engine.I_OUT_ACT] = LINEAR  # logits for bernoulli, the mean for gaussian
+        cfg_f[engine.F_BETA] = self.beta if beta is None else beta
+        cfg_f[engine.F_LOSS_SCALE] = 1.0 if self.likelihood == "bernoulli" else 0.5
+
+    def _plan(self, rows, samples=None):
+        return self._net.plan(rows, samples or self.n_samples, latent=self.latent)
+
+    def _public_layers(self, buffer=None):
+        net, split, k = self._net, len(self._hidden), self.latent
+        layers = [net.layer(l, buffer) for l in range(net.n_layers)]
+        W, b = layers[split]
+        return layers[:split] + [(W[:k], b[:k]), (W[k:], b[k:])] + layers[split + 1:]
+
+    def _data(self, X, name="X", check_features=True):
+        Xc = super()._data(X, name, check_features)
+        if self.likelihood == "bernoulli" and (bool((Xc < 0).any()) or bool((Xc > 1).any())):
+            raise ValueError(f"{name} must lie in [0, 1] for likelihood='bernoulli' (scale the data, "
+                             "or use likelihood='gaussian')")
+        return Xc
+
+    # ---- training
+    def fit(self, X, X_val=None):
+        self._check_training_params()
+        self._data(X, check_features=False)  # the [0, 1] check before any work
+        return super().fit(X, X_val)
+
+    def _epoch(self, X, index, keys):
+        rows = min(self.batch_size, X.shape[0])
+        if getattr(self, "_train_rows", None) != (rows, self.n_samples):
+            self._train_work, self._train_plan = self._workspace(rows)
+            self._train_rows = (rows, self.n_samples)
+        cfg_f, cfg_i = self._cfg()
+        net = self._net
+        placeholder = self._xp.zeros((1, 1), self._dtype)
+        return engine.for_backend(self._backend_name).vae_epoch(
+            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
+            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_, placeholder)
+
+    def _objective_rows(self, Xc, eps=None, seed=0, beta=None, with_grads=False):
+        """Per-row objective (1/S) sum_s -log p(x|z_s) + beta * KL with eps (S, n, latent) or
+        n_samples draws from `seed`."""
+        samples = self.n_samples if eps is None else eps.shape[0]
+        cfg_f, cfg_i = self._cfg()
+        self._fill_cfg(cfg_f, cfg_i, samples, beta)
+        n = Xc.shape[0]
+        chunk = n if (with_grads or eps is not None) else min(n, _CHUNK)
+        plan, size = self._plan(chunk, samples)
+        work = self._xp.empty(size, self._dtype)
+        out = self._xp.empty(n, self._dtype)
+        eng, net = engine.for_backend(self._backend_name), self._net
+        beta = cfg_f[engine.F_BETA]
+        for c, start in enumerate(range(0, n, chunk)):
+            x = Xc[start:start + chunk]
+            m = x.shape[0]
+            if eps is None:
+                e, has_eps, key = self._xp.zeros((1, 1), self._dtype), False, noise_key(seed + c)
+            else:
+                e, has_eps, key = eps.reshape(samples * m, -1), True, np.uint64(0)
+            eng.vae_objective(net.params, self._grads, net.layout, net.acts, work, plan, x, m, cfg_f, cfg_i,
+                              e, has_eps, key, with_grads)
+            rec = work[plan[engine.S_ROWS]:plan[engine.S_ROWS] + samples * m].reshape(samples, m)
+            kl = work[plan[engine.S_KL]:plan[engine.S_KL] + m]
+            out[start:start + m] = rec.mean(axis=0) + beta * kl
+        return out
+
+    def _score_rows(self, Xc):
+        return -self._objective_rows(Xc, seed=self._score_seed())
+
+    def _score_seed(self):
+        return 0 if self.seed is None else self.seed
+
+    def _eps(self, eps, n):
+        eps = validation.data(np.asarray(eps).reshape(-1, self.latent) if np.ndim(eps) == 3 else eps,
+                              "eps", self._dtype, self.latent, type(self).__name__, self._xp)
+        if eps.shape[0] % n:
+            raise ValueError(f"eps must have shape ({n}, {self.latent}) or (S, {n}, {self.latent})")
+        return eps.reshape(eps.shape[0] // n, n, self.latent)
+
+    # ---- public API
+    def elbo(self, X, eps=None, seed=None):
+        """Per-row ELBO (beta = 1): exact for given eps (n, latent) or (S, n, latent), else a mean
+        over n_samples draws from `seed`."""
+        self._check_fitted()
+        Xc = self._data(X)
+        if eps is not None:
+            eps = self._eps(eps, Xc.shape[0])
+        return self._as_caller(-self._objective_rows(Xc, eps=eps, seed=seed or 0, beta=1.0), X)
+
+    def score_samples(self, X):
+        """Per-row ELBO, with a fixed noise seed (the model's seed, or 0) so it is repeatable."""
+        return self.elbo(X, seed=self._score_seed())
+
+    def score(self, X, y=None):
+        """Mean ELBO over the rows of X (higher is better)."""
+        return float(self.score_samples(X).mean())
+
+    def value_and_grad(self, X, eps):
+        """(loss, grads): the training objective mean_rows(-log p(x|z) + beta * KL) with the given
+        eps and its gradient, shaped like get_weights()."""
+        self._check_fitted()
+        Xc = self._data(X)
+        rows = self._objective_rows(Xc, eps=self._eps(eps, Xc.shape[0]), with_grads=True)
+        return float(rows.sum()) / Xc.shape[0], self._grads_like_weights()
+
+    def encode(self, X, out=None):
+        """(mu, logvar) of q(z|x), each (n, latent)."""
+        self._check_fitted()
+        Xc = super()._data(X)  # encoding needs no data in [0, 1]
+        n, k = Xc.shape[0], self.latent
+        mu, logvar = self._xp.empty((n, k), self._dtype), self._xp.empty((n, k), self._dtype)
+        eng, net = engine.for_backend(self._backend_name), self._net
+        cfg_f, cfg_i = self._cfg()
+        chunk = min(n, _CHUNK)
+        plan, size = self._plan(chunk, 1)
+        work = self._xp.empty(size, self._dtype)
+        for start in range(0, n, chunk):
+            x = Xc[start:start + chunk]
+            m, lv = eng.vae_heads(net.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg_i)
+            mu[start:start + x.shape[0]], logvar[start:start + x.shape[0]] = m, lv
+        return self._as_caller(mu, X), self._as_caller(logvar, X)
+
+    def transform(self, X, out=None):
+        """mu(x), the mean code: (n, latent)."""
+        mu = self.encode(X)[0]
+        if out is None:
+            return mu
+        _result_array(out, mu.shape, self._dtype, self._xp, X)[...] = mu
+        return out
+
+    def decode(self, Z, out=None):
+        """Mean of p(x|z): (n, D)."""
+        self._check_fitted()
+        Zc = validation.data(Z, "Z", self._dtype, self.latent, type(self).__name__, self._xp)
+        n, split, last = Zc.shape[0], len(self._hidden), self._net.n_layers
+        result = _result_array(out, (n, self.n_features_in_), self._dtype, self._xp, Z)
+        eng, net = engine.for_backend(self._backend_name), self._net
+        chunk = min(n, _CHUNK)
+        plan, size = self._plan(chunk, 1)
+        work = self._xp.empty(size, self._dtype)
+        for start in range(0, n, chunk):
+            z = Zc[start:start + chunk]
+            result[start:start + z.shape[0]] = eng.forward_layers(
+                net.params, net.layout, net.acts, split + 1, last, z, work, plan, z.shape[0], int(net.acts[last - 1]))
+        return self._as_caller(result, Z) if out is None else out
+
+    inverse_transform = decode
+
+    def reconstruct(self, X):
+        return self.decode(self.transform(X))
+
+    def sample(self, n, seed=None):
+        """n draws of decode(z), z ~ N(0, I): (n, D)."""
+        self._check_fitted()
+        n = validation.integer(n, "n", 1)
+        z = np.random.default_rng(seed).standard_normal((n, self.latent)).astype(self._dtype)
+        return self.decode(self._xp.asarray(z))
