@@ -64,12 +64,14 @@ def _same(a, b):
         return a is b
 
 
-def _second_argument(X_val):
-    """fit(X, X_val): scikit-learn passes y positionally (Pipeline, GridSearchCV); a 1-D second
-    argument is that y, which an autoencoder ignores."""
-    if X_val is not None and np.ndim(X_val) == 1:
-        return None
-    return X_val
+def _validation_rows(y, X_val):
+    """fit(X, y=None, X_val=None): the second positional argument is the validation rows (2-D, as
+    in the API) or scikit-learn's y (1-D, passed by Pipeline and GridSearchCV; ignored)."""
+    if X_val is not None:
+        return X_val
+    if y is not None and np.asarray(y).ndim == 2:
+        return y
+    return None
 
 
 class NeuralEstimator(Estimator):
@@ -103,8 +105,12 @@ class NeuralEstimator(Estimator):
         v.seed(self.seed)
         self._dtype = v.dtype(self.dtype)
         self._backend_name = _backend.resolve(v.one_of(self.backend, "backend", ("auto", "cpu", "numpy", "cuda")))
-        self._xp = _backend.array_module(self._backend_name)
         self._check_params()
+
+    @property
+    def _xp(self):
+        """The array module of the backend (a property: modules do not pickle)."""
+        return _backend.array_module(self._backend_name)
 
     # ---- input
     def _data(self, X, name="X", check_features=True):
@@ -122,7 +128,7 @@ class NeuralEstimator(Estimator):
         self._rng = np.random.default_rng(self.seed)
         self.n_features_in_ = n_features
         self._net = self._build_network(n_features)
-        self._net.init(self._rng)
+        self._net.init(self._rng, self._xp)
         self._reset_optimizer()
         self.history_ = {"loss": [], "val_loss": []}
         self.n_iter_ = 0
@@ -143,9 +149,10 @@ class NeuralEstimator(Estimator):
         return cfg_f, cfg_i
 
     # ---- training
-    def fit(self, X, X_val=None):
-        """Train for `epochs` passes (from fresh weights unless warm_start); returns self."""
-        X_val = _second_argument(X_val)
+    def fit(self, X, y=None, X_val=None):
+        """Train for `epochs` passes (from fresh weights unless warm_start); returns self.
+        X_val (the second positional argument when 2-D) gives val_loss per epoch."""
+        X_val = _validation_rows(y, X_val)
         self._check_training_params()
         Xc = validation.data(X, "X", self._dtype, None, type(self).__name__, self._xp)
         if not (self.warm_start and self.__sklearn_is_fitted__() and self.n_features_in_ == Xc.shape[1]):
@@ -160,9 +167,9 @@ class NeuralEstimator(Estimator):
         self._train(Xc, Xv, self.epochs)
         return self
 
-    def partial_fit(self, X, X_val=None):
+    def partial_fit(self, X, y=None, X_val=None):
         """One pass over X in minibatches, continuing from the current weights and optimizer state."""
-        X_val = _second_argument(X_val)
+        X_val = _validation_rows(y, X_val)
         self._check_training_params()
         if not self.__sklearn_is_fitted__():
             Xc = validation.data(X, "X", self._dtype, None, type(self).__name__, self._xp)

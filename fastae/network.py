@@ -10,10 +10,10 @@ class Network:
     one flat buffer `params` (so one Adam step covers every layer)."""
 
     def __init__(self, dims, acts, dtype, xp=np):
+        """`xp` (NumPy or CuPy) allocates the parameter buffer; it is not kept (modules do not pickle)."""
         self.dims = [(int(i), int(o)) for i, o in dims]
         self.acts = np.asarray(acts, dtype=np.int64)
         self.dtype = np.dtype(dtype)
-        self.xp = xp
         rows, offset = [], 0
         for fan_in, fan_out in self.dims:
             rows.append((offset, fan_out, fan_in, offset + fan_out * fan_in))
@@ -31,14 +31,14 @@ class Network:
         buf = self.params if buffer is None else buffer
         return buf[w:w + out * inp].reshape(out, inp), buf[b:b + out]
 
-    def init(self, rng):
+    def init(self, rng, xp=np):
         """Glorot-uniform weights (scaled for the activation, as scikit-learn's MLP), zero biases."""
         for l, act in enumerate(self.acts):
             W, b = self.layer(l)
             out, inp = W.shape
             factor = 2.0 if act == 1 else 6.0  # sigmoid layers: smaller range, as scikit-learn
             bound = np.sqrt(factor / (inp + out))
-            W[...] = self.xp.asarray(rng.uniform(-bound, bound, size=(out, inp)), dtype=self.dtype)
+            W[...] = xp.asarray(rng.uniform(-bound, bound, size=(out, inp)), dtype=self.dtype)
             b[...] = 0
 
     def plan(self, rows, samples=1, code=0, latent=0):

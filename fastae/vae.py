@@ -71,10 +71,10 @@ class VAE(NeuralEstimator):
         return Xc
 
     # ---- training
-    def fit(self, X, X_val=None):
+    def fit(self, X, y=None, X_val=None):
         self._check_training_params()
         self._data(X, check_features=False)  # the [0, 1] check before any work
-        return super().fit(X, X_val)
+        return super().fit(X, y, X_val)
 
     def _epoch(self, X, index, keys):
         rows = min(self.batch_size, X.shape[0])

@@ -22,14 +22,16 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
         X = np.asarray(X)
     kind = X.dtype.kind
     if kind == "c":
-        raise TypeError(f"{name} must hold real numbers, got complex dtype {X.dtype}")
+        raise ValueError(f"{name} holds complex numbers (dtype {X.dtype}): Complex data not supported")
     if kind not in "fiub":
         raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(X.shape)}; "
-                         "reshape a single row with X.reshape(1, -1)")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one row and one feature, got shape {tuple(X.shape)}")
+        raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(X.shape)}. Reshape your "
+                         "data: X.reshape(1, -1) for a single row, X.reshape(-1, 1) for a single feature")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+    if X.shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} "
                          "features as input")
