@@ -119,19 +119,19 @@ class Autoencoder(NeuralEstimator):
 
     def transform(self, X, out=None):
         """Codes of X: (n, code). `out=` takes a preallocated C-contiguous result."""
-        eng, net = engine.for_backend(self._backend_name), getattr(self, "_net", None)
-        cfg = self._cfg() if net is not None else None
+        self._check_fitted()
+        eng, net, cfg = engine.for_backend(self._backend_name), self._net, self._cfg()
 
         def step(x, work, plan):
             return eng.ae_encode(net.params, net.layout, net.acts, work, plan, x, x.shape[0], *cfg)
-        return self._run_chunks(X, "X", getattr(self, "n_features_in_", None), self.code, out, step)
+        return self._run_chunks(X, "X", self.n_features_in_, self.code, out, step)
 
     encode = transform
 
     def decode(self, C, out=None):
         """Reconstructions (n, D) from codes C (n, code)."""
-        eng, net = engine.for_backend(self._backend_name), getattr(self, "_net", None)
         self._check_fitted()
+        eng, net = engine.for_backend(self._backend_name), self._net
         split, last = len(self._hidden), net.n_layers
 
         def step(c, work, plan):

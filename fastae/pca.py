@@ -32,13 +32,14 @@ class PCA(Estimator):
         self.n_features_in_ = d
         return self
 
-    def _checked(self, X, name, n_features):
+    def _checked(self, X, name, n_features=None):
         self._check_fitted()
+        n_features = self.n_features_in_ if n_features is None else n_features
         return validation.data(X, name, self.components_.dtype, n_features, "PCA")
 
     def transform(self, X):
         """Codes (n, k): (X - mean_) @ components_.T."""
-        return (self._checked(X, "X", self.n_features_in_) - self.mean_) @ self.components_.T
+        return (self._checked(X, "X") - self.mean_) @ self.components_.T
 
     def inverse_transform(self, C):
         """Reconstructions (n, D) from codes: C @ components_ + mean_."""
@@ -49,7 +50,7 @@ class PCA(Estimator):
 
     def score_samples(self, X):
         """Minus the per-row squared reconstruction error (higher is better)."""
-        X = self._checked(X, "X", self.n_features_in_)
+        X = self._checked(X, "X")
         return -np.sum((X - self.reconstruct(X)) ** 2, axis=1)
 
     def score(self, X, y=None):

@@ -1,0 +1,101 @@
+"""Bad hyperparameters and bad data get errors that name the argument; inputs are never modified."""
+import numpy as np
+import pytest
+
+import fastae
+
+
+@pytest.fixture
+def X(rng):
+    return rng.uniform(size=(20, 5))
+
+
+@pytest.mark.parametrize("cls,params,message", [
+    (fastae.Autoencoder, dict(code=0), "code must be an int >= 1"),
+    (fastae.Autoencoder, dict(hidden=(4, -1)), "each width in hidden"),
+    (fastae.Autoencoder, dict(activation="gelu"), "activation must be one of"),
+    (fastae.Autoencoder, dict(loss="hinge"), "loss must be one of"),
+    (fastae.Autoencoder, dict(loss="bce"), "loss='bce' needs output_activation='sigmoid'"),
+    (fastae.Autoencoder, dict(l1=-1.0), "l1 must be >= 0"),
+    (fastae.Autoencoder, dict(noise=1.0, noise_type="mask"), "noise must be < 1"),
+    (fastae.Autoencoder, dict(noise_type="salt"), "noise_type must be one of"),
+    (fastae.Autoencoder, dict(optimizer="rmsprop"), "optimizer must be one of"),
+    (fastae.Autoencoder, dict(lr=0.0), "lr must be > 0"),
+    (fastae.Autoencoder, dict(beta_1=1.0), "beta_1 must be < 1"),
+    (fastae.Autoencoder, dict(batch_size=0), "batch_size must be an int >= 1"),
+    (fastae.Autoencoder, dict(epochs=2.5), "epochs must be an int >= 1"),
+    (fastae.Autoencoder, dict(validation_fraction=1.0), "validation_fraction must be < 1"),
+    (fastae.Autoencoder, dict(seed=-3), "seed must be None or a non-negative int"),
+    (fastae.Autoencoder, dict(backend="tpu"), "backend must be one of"),
+    (fastae.Autoencoder, dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
+    (fastae.Autoencoder, dict(callback=3), "callback must be None or callable"),
+    (fastae.VAE, dict(latent=0), "latent must be an int >= 1"),
+    (fastae.VAE, dict(likelihood="poisson"), "likelihood must be one of"),
+    (fastae.VAE, dict(beta=-1.0), "beta must be >= 0"),
+    (fastae.VAE, dict(n_samples=0), "n_samples must be an int >= 1"),
+    (fastae.PCA, dict(n_components=0), "n_components must be an int >= 1"),
+    (fastae.PCA, dict(n_components=6), "n_components must be <= min"),
+])
+def test_bad_hyperparameters_are_reported_at_fit(X, cls, params, message):
+    base = {"n_components": 2} if cls is fastae.PCA else {}
+    model = cls(**{**base, **params})  # the constructor only stores
+    assert model.get_params()[next(iter(params))] == params[next(iter(params))]
+    with pytest.raises(ValueError, match=message):
+        model.fit(X)
+
+
+@pytest.mark.parametrize("cls", [fastae.Autoencoder, fastae.VAE, lambda **k: fastae.PCA(2, **k)])
+def test_bad_data(X, cls):
+    model = cls(dtype="float64")
+    for bad, error, message in [
+        (X[0], ValueError, "X must be 2-D"),
+        (X[:0], ValueError, "0 sample"),
+        (np.where(X > 0.9, np.nan, X), ValueError, "X contains NaN or infinity"),
+        (np.where(X > 0.9, np.inf, X), ValueError, "X contains NaN or infinity"),
+        (X + 1j, ValueError, "Complex data not supported"),
+        (X.astype(str), TypeError, "X must be a numeric array"),
+        (None, TypeError, "X must be a 2-D array"),
+    ]:
+        with pytest.raises(error, match=message):
+            model.fit(bad)
+    model.fit(X)
+    with pytest.raises(ValueError, match="X has 4 features, but .* is expecting 5 features"):
+        model.transform(X[:, :4])
+
+
+def test_unfitted_models_say_so(X):
+    for model in (fastae.Autoencoder(), fastae.VAE(), fastae.PCA(2)):
+        with pytest.raises(fastae.NotFittedError, match="not fitted yet"):
+            model.transform(X)
+
+
+def test_bernoulli_vae_needs_data_in_unit_interval(X):
+    with pytest.raises(ValueError, match=r"X must lie in \[0, 1\] for likelihood='bernoulli'"):
+        fastae.VAE().fit(X * 3)
+    model = fastae.VAE(hidden=(4,), latent=2, epochs=1).fit(X)
+    with pytest.raises(ValueError, match="eps must have shape"):
+        model.elbo(X, eps=np.zeros((7, 2)))
+    with pytest.raises(ValueError, match="Z has 3 features"):
+        model.decode(np.zeros((2, 3)))
+
+
+def test_inputs_are_never_modified(X):
+    X.setflags(write=False)
+    X_val = X[:5].copy()
+    X_val.setflags(write=False)
+    before = X.copy()
+    ae = fastae.Autoencoder(hidden=(4,), code=2, noise=0.5, l1=0.01, epochs=2, seed=0).fit(X, X_val)
+    ae.partial_fit(X)
+    codes = ae.transform(X)
+    codes.setflags(write=False)
+    ae.decode(codes)
+    ae.score(X)
+    ae.value_and_grad(X)
+    vae = fastae.VAE(hidden=(4,), latent=2, epochs=2, seed=0).fit(X)
+    eps = np.zeros((20, 2))
+    eps.setflags(write=False)
+    vae.elbo(X, eps=eps)
+    vae.value_and_grad(X, eps)
+    fastae.PCA(2).fit(X).transform(X)
+    np.testing.assert_array_equal(X, before)
+    np.testing.assert_array_equal(eps, 0)
