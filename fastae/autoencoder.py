@@ -3,7 +3,6 @@ import numpy as np
 
 from . import engine, validation
 from .estimator import NeuralEstimator
-from .kernels import backend as _backend
 from .kernels.elementwise import ACTIVATIONS
 from .network import Network
 
@@ -105,26 +104,15 @@ class Autoencoder(NeuralEstimator):
         return -self._objective_rows(Xc)
 
     # ---- inference
-    def _run_chunks(self, X, name, n_in, n_out, out, step):
-        self._check_fitted()
-        Xc = validation.data(X, name, self._dtype, n_in, type(self).__name__, self._xp)
-        n = Xc.shape[0]
-        result = _result_array(out, (n, n_out), self._dtype, self._xp, X)
-        chunk = min(n, _CHUNK)
-        work, plan = self._workspace(chunk)
-        for start in range(0, n, chunk):
-            x = Xc[start:start + chunk]
-            result[start:start + x.shape[0]] = step(x, work, plan)
-        return self._as_caller(result, X) if out is None else out
-
     def transform(self, X, out=None):
-        """Codes of X: (n, code). `out=` takes a preallocated C-contiguous result."""
+        """Codes of X: (n, code), the whole encoder in one compiled call per chunk of rows.
+        `out=` takes a preallocated C-contiguous result."""
         self._check_fitted()
-        eng, net, cfg = engine.for_backend(self._backend_name), self._net, self._cfg()
+        eng, net = engine.for_backend(self._backend_name), self._net
 
-        def step(x, work, plan):
-            return eng.ae_encode(net.params, net.layout, net.acts, work, plan, x, x.shape[0], *cfg)
-        return self._run_chunks(X, "X", self.n_features_in_, self.code, out, step)
+        def run(x, work, plan, cfg_f, cfg_i, result):
+            eng.encode_into(net.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg_f, cfg_i, result)
+        return self._infer(X, "X", self.n_features_in_, self.code, out, run)
 
     encode = transform
 
@@ -132,12 +120,12 @@ class Autoencoder(NeuralEstimator):
         """Reconstructions (n, D) from codes C (n, code)."""
         self._check_fitted()
         eng, net = engine.for_backend(self._backend_name), self._net
-        split, last = len(self._hidden), net.n_layers
+        split = len(self._hidden)
 
-        def step(c, work, plan):
-            return eng.forward_layers(net.params, net.layout, net.acts, split + 1, last, c, work, plan,
-                                      c.shape[0], int(net.acts[last - 1]))
-        return self._run_chunks(C, "C", self.code, self.n_features_in_, out, step)
+        def run(c, work, plan, cfg_f, cfg_i, result):
+            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, c, work, plan,
+                            c.shape[0], result)
+        return self._infer(C, "C", self.code, self.n_features_in_, out, run)
 
     inverse_transform = decode
 
@@ -160,16 +148,3 @@ class Autoencoder(NeuralEstimator):
         Xc = self._data(X)
         loss = float(self._objective_rows(Xc, with_grads=True).sum()) / Xc.shape[0]
         return loss, self._grads_like_weights()
-
-
-def _result_array(out, shape, dtype, xp, like):
-    if out is None:
-        return xp.empty(shape, dtype)
-    if _backend.is_cupy(out) != (xp is not np) and not (xp is not np and not _backend.is_cupy(like)):
-        raise TypeError("out must be the same kind of array (NumPy or CuPy) as the model's backend")
-    if not hasattr(out, "shape") or tuple(out.shape) != tuple(shape) or out.dtype != dtype:
-        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
-                         f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', None)}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
-    return out

@@ -104,7 +104,7 @@ def reconstruction_loss(out, target, n, work, plan, cfg_f, cfg_i):
 
 # ---- Autoencoder: layers 0 .. split are the encoder (split = the code layer), then the decoder.
 
-def ae_encode(params, layout, acts, work, plan, x, n, cfg_f, cfg_i):
+def ae_code(params, layout, acts, work, plan, x, n, cfg_f, cfg_i):
     """Encoder (and the L1 prox) on n rows; returns the code (slot CODE when prox applies)."""
     split = cfg_i[I_SPLIT]
     v = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
@@ -119,7 +119,7 @@ def ae_objective(params, grads, layout, acts, work, plan, x, target, n, cfg_f, c
     """Sum over the n rows of the objective (reconstruction + L1 penalty on the code); with
     `with_grads` also writes the gradient of its mean into `grads`."""
     split, last = cfg_i[I_SPLIT], layout.shape[0]
-    code = ae_encode(params, layout, acts, work, plan, x, n, cfg_f, cfg_i)
+    code = ae_code(params, layout, acts, work, plan, x, n, cfg_f, cfg_i)
     out = forward_layers(params, layout, acts, split + 1, last, code, work, plan, n, cfg_i[I_OUT_ACT])
     rows, grad = reconstruction_loss(out, target, n, work, plan, cfg_f, cfg_i)
     lam = cfg_f[F_L1]
@@ -155,6 +155,28 @@ def ae_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, ba
             total += ae_objective(params, grads, layout, acts, work, plan, batch, batch, n, cfg_f, cfg_i, True)
         optimizer_update(params, grads, opt_a, opt_b, cfg_f, cfg_i, first_step + b + 1)
     return total
+
+
+def encode_into(params, layout, acts, work, plan, x, n, cfg_f, cfg_i, out):
+    """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder)."""
+    split = cfg_i[I_SPLIT]
+    if cfg_f[F_L1] > 0:
+        v = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
+        l1_prox(v.ravel(), cfg_f[F_L1], cfg_i[I_NONNEG] != 0, out.ravel())
+    else:
+        out[:, :] = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
+
+
+def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
+    """Layers first .. last - 1 (each with its own activation) on n rows, written into `out`."""
+    out[:, :] = forward_layers(params, layout, acts, first, last, x, work, plan, n, acts[last - 1])
+
+
+def heads_into(params, layout, acts, work, plan, x, n, cfg_i, mu, logvar):
+    """VAE encoder: mu and logvar of n rows, written into the given arrays."""
+    m, lv = vae_heads(params, layout, acts, work, plan, x, n, cfg_i)
+    mu[:, :] = m
+    logvar[:, :] = lv
 
 
 # ---- VAE: layers 0 .. split - 1 are the trunk, layer split the two heads [mu | logvar] fused
@@ -224,8 +246,8 @@ def vae_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, b
 
 
 ENGINE = ("view", "layer", "layer_out", "forward_layers", "backward_layers", "optimizer_update",
-          "reconstruction_loss", "ae_encode", "ae_objective", "ae_epoch", "vae_heads",
-          "vae_objective", "vae_epoch")
+          "reconstruction_loss", "ae_code", "ae_objective", "ae_epoch", "encode_into", "layers_into",
+          "vae_heads", "heads_into", "vae_objective", "vae_epoch")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
        "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")

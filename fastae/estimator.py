@@ -2,6 +2,7 @@
 training loop (epochs, shuffling, validation, early stopping, history, callback, progress bar,
 divergence guard). The math lives in `engine.py`; the models only describe their networks."""
 import inspect
+import threading
 import time
 
 import numpy as np
@@ -55,6 +56,20 @@ class Estimator:
 
     def fit_transform(self, X, y=None, **fit_params):
         return self.fit(X, **fit_params).transform(X)
+
+
+def _result_array(out, shape, dtype, xp, like):
+    """The caller's checked `out=`, or a new result array."""
+    if out is None:
+        return xp.empty(shape, dtype)
+    if type(out) is not type(xp.empty(0)) and not (xp is not np and isinstance(out, np.ndarray)):
+        raise TypeError(f"out must be a {xp.__name__} array, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
+                         f"{tuple(out.shape)} {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    return out
 
 
 def _same(a, b):
@@ -129,6 +144,7 @@ class NeuralEstimator(Estimator):
         self.n_features_in_ = n_features
         self._net = self._build_network(n_features)
         self._net.init(self._rng, self._xp)
+        self._local = threading.local()
         self._reset_optimizer()
         self.history_ = {"loss": [], "val_loss": []}
         self.n_iter_ = 0
@@ -241,6 +257,56 @@ class NeuralEstimator(Estimator):
     def _workspace(self, rows):
         plan, size = self._plan(rows)
         return self._xp.empty(size, self._dtype), plan
+
+    # ---- inference
+    def _inference_workspace(self, rows):
+        return self._workspace(rows)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_local", None)  # per-thread inference workspaces are not part of the model
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "_net" in state:
+            self._local = threading.local()
+
+    def _inference_space(self, rows):
+        """A workspace for `rows` rows and the inference config, cached per thread (so concurrent
+        calls never share a workspace) and per model state."""
+        cache = self._local.__dict__.setdefault("spaces", {})
+        key = (rows, id(self._net))
+        if key not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            cfg_f, cfg_i = self._cfg()
+            self._fill_cfg(cfg_f, cfg_i, training=False)
+            cache[key] = self._inference_workspace(rows) + (cfg_f, cfg_i)
+        return cache[key]
+
+    def _checked_rows(self, X, name, n_features):
+        """X for inference: the fast path takes a C-contiguous NumPy array of the model dtype as it
+        is (after a compiled NaN/inf check); anything else goes through the full conversion."""
+        if (type(X) is np.ndarray and self._backend_name == "cpu" and X.dtype == self._dtype
+                and X.ndim == 2 and X.shape[1] == n_features and X.shape[0] > 0 and X.flags.c_contiguous):
+            from .kernels import cpu
+            if cpu.all_finite(X.reshape(-1)):
+                return X
+        return validation.data(X, name, self._dtype, n_features, type(self).__name__, self._xp)
+
+    def _infer(self, X, name, n_in, n_out, out, run, chunk=4096):
+        """run(x, work, plan, cfg_f, cfg_i, result_rows) over chunks of the checked rows of X."""
+        self._check_fitted()
+        Xc = self._checked_rows(X, name, n_in)
+        n = Xc.shape[0]
+        result = _result_array(out, (n, n_out), self._dtype, self._xp, X)
+        rows = min(n, chunk)
+        work, plan, cfg_f, cfg_i = self._inference_space(rows)
+        for start in range(0, n, rows):
+            x = Xc[start:start + rows]
+            run(x, work, plan, cfg_f, cfg_i, result[start:start + x.shape[0]])
+        return self._as_caller(result, X) if out is None else out
 
     # ---- weights
     def get_weights(self):

@@ -3,7 +3,7 @@ engine with the noise drawn (and regenerated for the backward) inside the kernel
 import numpy as np
 
 from . import engine, validation
-from .autoencoder import _CHUNK, _result_array
+from .autoencoder import _CHUNK
 from .estimator import NeuralEstimator
 from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
 from .network import Network
@@ -46,7 +46,7 @@ class VAE(NeuralEstimator):
         acts = [act] * len(h) + [LINEAR] + [act] * len(h) + [SIGMOID if self.likelihood == "bernoulli" else LINEAR]
         return Network(dims, acts, self._dtype, self._xp)
 
-    def _fill_cfg(self, cfg_f, cfg_i, samples=None, beta=None):
+    def _fill_cfg(self, cfg_f, cfg_i, samples=None, beta=None, training=True):
         cfg_i[engine.I_SPLIT] = len(self._hidden)
         cfg_i[engine.I_LOSS] = engine.BCE if self.likelihood == "bernoulli" else engine.MSE
         cfg_i[engine.I_SAMPLES] = self.n_samples if samples is None else samples
@@ -56,6 +56,10 @@ class VAE(NeuralEstimator):
 
     def _plan(self, rows, samples=None):
         return self._net.plan(rows, samples or self.n_samples, latent=self.latent)
+
+    def _inference_workspace(self, rows):
+        plan, size = self._plan(rows, 1)  # inference: no stacked samples
+        return self._xp.empty(size, self._dtype), plan
 
     def _public_layers(self, buffer=None):
         net, split, k = self._net, len(self._hidden), self.latent
@@ -154,46 +158,35 @@ class VAE(NeuralEstimator):
         rows = self._objective_rows(Xc, eps=self._eps(eps, Xc.shape[0]), with_grads=True)
         return float(rows.sum()) / Xc.shape[0], self._grads_like_weights()
 
-    def encode(self, X, out=None):
-        """(mu, logvar) of q(z|x), each (n, latent)."""
+    def _heads(self, X, out, which):
+        """mu (which=0) or logvar (which=1) of q(z|x) through the compiled encoder."""
         self._check_fitted()
-        Xc = super()._data(X)  # encoding needs no data in [0, 1]
-        n, k = Xc.shape[0], self.latent
-        mu, logvar = self._xp.empty((n, k), self._dtype), self._xp.empty((n, k), self._dtype)
         eng, net = engine.for_backend(self._backend_name), self._net
-        cfg_f, cfg_i = self._cfg()
-        chunk = min(n, _CHUNK)
-        plan, size = self._plan(chunk, 1)
-        work = self._xp.empty(size, self._dtype)
-        for start in range(0, n, chunk):
-            x = Xc[start:start + chunk]
-            m, lv = eng.vae_heads(net.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg_i)
-            mu[start:start + x.shape[0]], logvar[start:start + x.shape[0]] = m, lv
-        return self._as_caller(mu, X), self._as_caller(logvar, X)
+
+        def run(x, work, plan, cfg_f, cfg_i, result):
+            other = self._xp.empty_like(result)
+            pair = (result, other) if which == 0 else (other, result)
+            eng.heads_into(net.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg_i, *pair)
+        return self._infer(X, "X", self.n_features_in_, self.latent, out, run)
+
+    def encode(self, X):
+        """(mu, logvar) of q(z|x), each (n, latent)."""
+        return self._heads(X, None, 0), self._heads(X, None, 1)
 
     def transform(self, X, out=None):
         """mu(x), the mean code: (n, latent)."""
-        mu = self.encode(X)[0]
-        if out is None:
-            return mu
-        _result_array(out, mu.shape, self._dtype, self._xp, X)[...] = mu
-        return out
+        return self._heads(X, out, 0)
 
     def decode(self, Z, out=None):
         """Mean of p(x|z): (n, D)."""
         self._check_fitted()
-        Zc = validation.data(Z, "Z", self._dtype, self.latent, type(self).__name__, self._xp)
-        n, split, last = Zc.shape[0], len(self._hidden), self._net.n_layers
-        result = _result_array(out, (n, self.n_features_in_), self._dtype, self._xp, Z)
         eng, net = engine.for_backend(self._backend_name), self._net
-        chunk = min(n, _CHUNK)
-        plan, size = self._plan(chunk, 1)
-        work = self._xp.empty(size, self._dtype)
-        for start in range(0, n, chunk):
-            z = Zc[start:start + chunk]
-            result[start:start + z.shape[0]] = eng.forward_layers(
-                net.params, net.layout, net.acts, split + 1, last, z, work, plan, z.shape[0], int(net.acts[last - 1]))
-        return self._as_caller(result, Z) if out is None else out
+        split = len(self._hidden)
+
+        def run(z, work, plan, cfg_f, cfg_i, result):
+            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, z, work, plan,
+                            z.shape[0], result)
+        return self._infer(Z, "Z", self.latent, self.n_features_in_, out, run)
 
     inverse_transform = decode
 
