@@ -6,6 +6,8 @@ can reuse them from step to step.
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from . import cpu_math
 from . import elementwise as ew
@@ -152,6 +154,17 @@ def mse_loss(pred, target, scale, rows, grad):
         rows[i] = scale * row_sum(terms)
 
 
+def bce_pair(a, t):
+    """(loss, gradient) of one logit: float32 math for float32 data (see the overload below)."""
+
+
+@overload(bce_pair, jit_options={"error_model": "numpy"})
+def _bce_pair(a, t):
+    if a == types.float32 and t == types.float32:
+        return lambda a, t: cpu_math.bce_with_logits32(a, t)
+    return lambda a, t: bce_with_logits(a, t)
+
+
 @jit
 def bce_logits_loss(logits, target, scale, rows, grad):
     """rows = scale * per-row BCE of sigmoid(logits); grad = d mean(rows) / d logits."""
@@ -160,7 +173,7 @@ def bce_logits_loss(logits, target, scale, rows, grad):
     terms = np.empty(m)
     for i in range(n):
         for j in range(m):
-            loss, g = bce_with_logits(logits[i, j], target[i, j])
+            loss, g = bce_pair(logits[i, j], target[i, j])
             terms[j] = loss
             grad[i, j] = g_scale * g
         rows[i] = scale * row_sum(terms)

@@ -106,3 +106,53 @@ def sincos(x):
 @jit
 def cos(x):
     return sincos(x)[1]
+
+
+# float32 versions for float32 data: half the polynomial, twice the SIMD lanes. Every constant is a
+# float32 global so that no step is promoted to float64.
+_F32 = np.float32
+_LOG2E_32, _HALF_32, _ONE_32, _TWO_32, _ZERO_32 = _F32(_LOG2E), _F32(0.5), _F32(1.0), _F32(2.0), _F32(0.0)
+_LN2_HI_32, _LN2_LO_32 = _F32(0.693359375), _F32(-2.12194440e-4)
+_EXP_LO_32, _EXP_HI_32 = _F32(-87.0), _F32(88.0)
+_EXP32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8, -1, -1))
+_ATANH32 = tuple(_F32(1.0 / k) for k in range(17, 0, -2))
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@jit
+def exp32(x):
+    """exp of a float32 in float32 (relative error ~1e-7); clamped to the normal range."""
+    x = min(max(x, _EXP_LO_32), _EXP_HI_32)
+    k = math.floor(x * _LOG2E_32 + _HALF_32)
+    kf = _F32(k)
+    r = (x - kf * _LN2_HI_32) - kf * _LN2_LO_32
+    p = _EXP32[0]
+    for c in _EXP32[1:]:
+        p = p * r + c
+    return p * _float32_from_bits(np.int32((k + 127) << 23))
+
+
+@jit
+def log1p32(x):
+    """log(1 + x) in float32 for 0 <= x <= 1, as `log1p`."""
+    s = x / (_TWO_32 + x)
+    s2 = s * s
+    p = _ATANH32[0]
+    for c in _ATANH32[1:]:
+        p = p * s2 + c
+    return _TWO_32 * s * p
+
+
+@jit
+def bce_with_logits32(a, t):
+    """`elementwise.bce_with_logits` for float32 logits and targets, all in float32."""
+    e = exp32(-abs(a))
+    s = _ONE_32 / (_ONE_32 + e)
+    p = s if a >= _ZERO_32 else e * s
+    return (a if a > _ZERO_32 else _ZERO_32) - a * t + log1p32(e), p - t

@@ -222,3 +222,16 @@ def test_eight_threads_calling_transform_agree_with_sequential(rng):
             concurrent = list(pool.map(model.transform, chunks))
             for s, c in zip(sequential, concurrent):
                 np.testing.assert_array_equal(s, c)
+
+
+@pytest.mark.skipif("cuda" not in fastae.backends(), reason="no GPU and no CUDA simulator")
+@pytest.mark.parametrize("make", [
+    lambda b: fastae.Autoencoder(hidden=(4,), code=2, l1=0.01, noise=0.1, batch_size=4, seed=3, backend=b, dtype="float64"),
+    lambda b: fastae.VAE(hidden=(3,), latent=2, n_samples=2, batch_size=4, seed=3, backend=b, dtype="float64"),
+], ids=["autoencoder", "vae"])
+def test_cuda_backend_trains_and_infers_like_numpy(make):
+    X = np.random.default_rng(0).uniform(size=(6, 5))
+    gpu, ref = _train_steps(make("cuda"), X, 2), _train_steps(make("numpy"), X, 2)
+    np.testing.assert_allclose(gpu.history_["loss"], ref.history_["loss"], rtol=1e-9)
+    np.testing.assert_allclose(gpu.transform(X), ref.transform(X), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(gpu.reconstruct(X), ref.reconstruct(X), rtol=1e-8, atol=1e-10)
