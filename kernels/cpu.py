@@ -181,13 +181,16 @@ def bce_logits_loss(logits, target, scale, rows, grad):
 
 @jit
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
-    bias_1 = 1.0 - beta_1 ** step
-    bias_2 = 1.0 - beta_2 ** step
+    # lr * (m / b1) / (sqrt(v / b2) + eps) == lr_t * m / (sqrt(v) + eps_t): one sqrt and one
+    # division per parameter instead of three divisions
+    root_2 = math.sqrt(1.0 - beta_2 ** step)
+    lr_t = lr * root_2 / (1.0 - beta_1 ** step)
+    eps_t = epsilon * root_2
     for i in range(param.size):
         g = grad[i]
         m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
         v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
-        param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+        param[i] -= lr_t * m[i] / (math.sqrt(v[i]) + eps_t)
 
 
 @jit
