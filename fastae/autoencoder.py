@@ -74,15 +74,7 @@ class Autoencoder(NeuralEstimator):
 
     # ---- training
     def _epoch(self, X, index, keys):
-        rows = min(self.batch_size, X.shape[0])
-        if getattr(self, "_train_rows", None) != rows:
-            self._train_work, self._train_plan = self._workspace(rows)
-            self._train_rows = rows
-        cfg_f, cfg_i = self._cfg()
-        net = self._net
-        return engine.for_backend(self._backend_name).ae_epoch(
-            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
-            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_)
+        return self._run_epoch(X, index, keys, is_vae=False)
 
     def _objective_rows(self, Xc, with_grads=False):
         """Per-row objective (no corruption) of checked rows; with_grads: all rows in one batch."""
@@ -118,19 +110,9 @@ class Autoencoder(NeuralEstimator):
 
     def decode(self, C, out=None):
         """Reconstructions (n, D) from codes C (n, code)."""
-        self._check_fitted()
-        eng, net = engine.for_backend(self._backend_name), self._net
-        split = len(self._hidden)
-
-        def run(c, work, plan, cfg_f, cfg_i, result):
-            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, c, work, plan,
-                            c.shape[0], result)
-        return self._infer(C, "C", self.code, self.n_features_in_, out, run)
+        return self._decode(C, "C", out)
 
     inverse_transform = decode
-
-    def reconstruct(self, X):
-        return self.decode(self.transform(X))
 
     def score_samples(self, X):
         """Minus the per-row objective (reconstruction loss + l1 * ||code||_1): higher is better."""

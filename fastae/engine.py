@@ -136,27 +136,6 @@ def ae_objective(params, grads, layout, acts, work, plan, x, target, n, cfg_f, c
     return total
 
 
-def ae_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, cfg_f, cfg_i,
-             keys, first_step):
-    """One pass over X in the order `index`: minibatch gather, (corruption), forward, backward and
-    optimizer update per step. Returns the sum of the per-row objectives."""
-    total = 0.0
-    n_rows, dim = X.shape
-    for b in range((n_rows + batch_size - 1) // batch_size):
-        start = b * batch_size
-        n = min(batch_size, n_rows - start)
-        batch = view(work, plan[S_BATCH], n, dim)
-        gather_rows(X, index, start, batch)
-        if cfg_f[F_NOISE] > 0:
-            noisy = view(work, plan[S_NOISY], n, dim)
-            corrupt(batch, cfg_f[F_NOISE], cfg_i[I_NOISE_KIND], keys[b], noisy)
-            total += ae_objective(params, grads, layout, acts, work, plan, noisy, batch, n, cfg_f, cfg_i, True)
-        else:
-            total += ae_objective(params, grads, layout, acts, work, plan, batch, batch, n, cfg_f, cfg_i, True)
-        optimizer_update(params, grads, opt_a, opt_b, cfg_f, cfg_i, first_step + b + 1)
-    return total
-
-
 def encode_into(params, layout, acts, work, plan, x, n, cfg_f, cfg_i, out):
     """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder)."""
     split = cfg_i[I_SPLIT]
@@ -230,8 +209,11 @@ def vae_objective(params, grads, layout, acts, work, plan, x, n, cfg_f, cfg_i, e
     return total
 
 
-def vae_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, cfg_f, cfg_i,
-              keys, first_step, eps_placeholder):
+def train_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, cfg_f,
+                cfg_i, keys, first_step, is_vae, eps_placeholder):
+    """One pass over X in the order `index`: per minibatch a gather into the workspace, (the
+    denoising corruption), forward, backward and optimizer update. Step b draws its noise from
+    keys[b]. Returns the sum of the per-row objectives."""
     total = 0.0
     n_rows, dim = X.shape
     for b in range((n_rows + batch_size - 1) // batch_size):
@@ -239,15 +221,22 @@ def vae_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, b
         n = min(batch_size, n_rows - start)
         batch = view(work, plan[S_BATCH], n, dim)
         gather_rows(X, index, start, batch)
-        total += vae_objective(params, grads, layout, acts, work, plan, batch, n, cfg_f, cfg_i,
-                               eps_placeholder, False, keys[b], True)
+        if is_vae:
+            total += vae_objective(params, grads, layout, acts, work, plan, batch, n, cfg_f, cfg_i,
+                                   eps_placeholder, False, keys[b], True)
+        elif cfg_f[F_NOISE] > 0:
+            noisy = view(work, plan[S_NOISY], n, dim)
+            corrupt(batch, cfg_f[F_NOISE], cfg_i[I_NOISE_KIND], keys[b], noisy)
+            total += ae_objective(params, grads, layout, acts, work, plan, noisy, batch, n, cfg_f, cfg_i, True)
+        else:
+            total += ae_objective(params, grads, layout, acts, work, plan, batch, batch, n, cfg_f, cfg_i, True)
         optimizer_update(params, grads, opt_a, opt_b, cfg_f, cfg_i, first_step + b + 1)
     return total
 
 
 ENGINE = ("view", "layer", "layer_out", "forward_layers", "backward_layers", "optimizer_update",
-          "reconstruction_loss", "ae_code", "ae_objective", "ae_epoch", "encode_into", "layers_into",
-          "vae_heads", "heads_into", "vae_objective", "vae_epoch")
+          "reconstruction_loss", "ae_code", "ae_objective", "encode_into", "layers_into",
+          "vae_heads", "heads_into", "vae_objective", "train_epoch")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
        "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")

@@ -258,6 +258,34 @@ class NeuralEstimator(Estimator):
         plan, size = self._plan(rows)
         return self._xp.empty(size, self._dtype), plan
 
+    def _run_epoch(self, X, index, keys, is_vae, samples=1):
+        """engine.train_epoch over a training workspace kept for the batch size."""
+        rows = min(self.batch_size, X.shape[0])
+        if getattr(self, "_train_rows", None) != (rows, samples):
+            self._train_work, self._train_plan = self._workspace(rows)
+            self._train_rows = (rows, samples)
+        cfg_f, cfg_i = self._cfg()
+        net = self._net
+        placeholder = self._xp.zeros((1, 1), self._dtype)  # eps is drawn in the kernels
+        return engine.for_backend(self._backend_name).train_epoch(
+            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
+            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_, is_vae, placeholder)
+
+    def _decode(self, codes, name, out):
+        """The decoder (the layers after the code) on `codes`, in one compiled call per chunk."""
+        self._check_fitted()
+        eng, net = engine.for_backend(self._backend_name), self._net
+        split = len(self._hidden)
+
+        def run(z, work, plan, cfg_f, cfg_i, result):
+            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, z, work, plan,
+                            z.shape[0], result)
+        return self._infer(codes, name, int(net.layout[split + 1, 2]), self.n_features_in_, out, run)
+
+    def reconstruct(self, X):
+        """decode(transform(X)): (n, D)."""
+        return self.decode(self.transform(X))
+
     # ---- inference
     def _inference_workspace(self, rows):
         return self._workspace(rows)

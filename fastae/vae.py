@@ -81,16 +81,7 @@ class VAE(NeuralEstimator):
         return super().fit(X, y, X_val)
 
     def _epoch(self, X, index, keys):
-        rows = min(self.batch_size, X.shape[0])
-        if getattr(self, "_train_rows", None) != (rows, self.n_samples):
-            self._train_work, self._train_plan = self._workspace(rows)
-            self._train_rows = (rows, self.n_samples)
-        cfg_f, cfg_i = self._cfg()
-        net = self._net
-        placeholder = self._xp.zeros((1, 1), self._dtype)
-        return engine.for_backend(self._backend_name).vae_epoch(
-            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
-            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_, placeholder)
+        return self._run_epoch(X, index, keys, is_vae=True, samples=self.n_samples)
 
     def _objective_rows(self, Xc, eps=None, seed=0, beta=None, with_grads=False):
         """Per-row objective (1/S) sum_s -log p(x|z_s) + beta * KL with eps (S, n, latent) or
@@ -179,19 +170,9 @@ class VAE(NeuralEstimator):
 
     def decode(self, Z, out=None):
         """Mean of p(x|z): (n, D)."""
-        self._check_fitted()
-        eng, net = engine.for_backend(self._backend_name), self._net
-        split = len(self._hidden)
-
-        def run(z, work, plan, cfg_f, cfg_i, result):
-            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, z, work, plan,
-                            z.shape[0], result)
-        return self._infer(Z, "Z", self.latent, self.n_features_in_, out, run)
+        return self._decode(Z, "Z", out)
 
     inverse_transform = decode
-
-    def reconstruct(self, X):
-        return self.decode(self.transform(X))
 
     def sample(self, n, seed=None):
         """n draws of decode(z), z ~ N(0, I): (n, D)."""
