@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import engine, validation
-from .estimator import NeuralEstimator
+from .estimator import NeuralEstimator, store_params
 from .kernels.elementwise import ACTIVATIONS
 from .network import Network
 
@@ -23,14 +23,7 @@ class Autoencoder(NeuralEstimator):
                  batch_size=128, epochs=10, shuffle=True, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-4, warm_start=False, callback=None, seed=None,
                  backend="auto", dtype="float32", verbose=False):
-        self.hidden, self.code, self.activation = hidden, code, activation
-        self.code_activation, self.output_activation, self.loss = code_activation, output_activation, loss
-        self.l1, self.noise, self.noise_type = l1, noise, noise_type
-        self.optimizer, self.lr, self.beta_1, self.beta_2 = optimizer, lr, beta_1, beta_2
-        self.epsilon, self.momentum, self.batch_size, self.epochs = epsilon, momentum, batch_size, epochs
-        self.shuffle, self.early_stopping, self.validation_fraction = shuffle, early_stopping, validation_fraction
-        self.n_iter_no_change, self.tol, self.warm_start, self.callback = n_iter_no_change, tol, warm_start, callback
-        self.seed, self.backend, self.dtype, self.verbose = seed, backend, dtype, verbose
+        store_params(self, locals())
 
     # ---- description of the network
     def _check_params(self):

@@ -72,6 +72,12 @@ def _result_array(out, shape, dtype, xp, like):
     return out
 
 
+def store_params(estimator, params):
+    """Keep every constructor argument as given (scikit-learn's convention: no validation here)."""
+    for name in estimator._param_names():
+        setattr(estimator, name, params[name])
+
+
 def _same(a, b):
     try:
         return bool(a == b) and type(a) is type(b)
