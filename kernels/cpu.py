@@ -179,18 +179,33 @@ def bce_logits_loss(logits, target, scale, rows, grad):
         rows[i] = scale * row_sum(terms)
 
 
+def in_dtype_of(value, array):
+    """value cast to the array's float type, so float32 data keeps float32 (16-lane) math."""
+
+
+@overload(in_dtype_of)
+def _in_dtype_of(value, array):
+    if array.dtype == types.float32:
+        return lambda value, array: np.float32(value)
+    return lambda value, array: np.float64(value)
+
+
 @jit
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
     # lr * (m / b1) / (sqrt(v / b2) + eps) == lr_t * m / (sqrt(v) + eps_t): one sqrt and one
-    # division per parameter instead of three divisions
+    # division per parameter instead of three divisions; all in the parameters' precision
     root_2 = math.sqrt(1.0 - beta_2 ** step)
-    lr_t = lr * root_2 / (1.0 - beta_1 ** step)
-    eps_t = epsilon * root_2
+    lr_t = in_dtype_of(lr * root_2 / (1.0 - beta_1 ** step), param)
+    eps_t = in_dtype_of(epsilon * root_2, param)
+    b1, c1 = in_dtype_of(beta_1, param), in_dtype_of(1.0 - beta_1, param)
+    b2, c2 = in_dtype_of(beta_2, param), in_dtype_of(1.0 - beta_2, param)
     for i in range(param.size):
         g = grad[i]
-        m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
-        v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
-        param[i] -= lr_t * m[i] / (math.sqrt(v[i]) + eps_t)
+        mi = b1 * m[i] + c1 * g
+        vi = b2 * v[i] + c2 * g * g
+        m[i] = mi
+        v[i] = vi
+        param[i] -= lr_t * mi / (math.sqrt(vi) + eps_t)
 
 
 @jit
