@@ -16,8 +16,9 @@ class Network:
         self.dtype = np.dtype(dtype)
         rows, offset = [], 0
         for fan_in, fan_out in self.dims:
-            rows.append((offset, fan_out, fan_in, offset + fan_out * fan_in))
-            offset += fan_out * (fan_in + 1)
+            b_offset = _aligned(offset + fan_out * fan_in)
+            rows.append((offset, fan_out, fan_in, b_offset))
+            offset = _aligned(b_offset + fan_out)
         self.layout = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
         self.n_params = offset
         self.params = xp.zeros(offset, self.dtype)
@@ -60,5 +61,11 @@ class Network:
         offset = 0
         for slot in range(len(plan)):
             plan[slot] = offset
-            offset += sizes[slot] + 8  # a little slack keeps views apart
+            offset = _aligned(offset + sizes[slot])
         return plan, offset
+
+
+def _aligned(offset, items=16):
+    """Round up to a multiple of 16 items (64 bytes in float32), so every weight matrix and
+    workspace slot starts on a cache line: BLAS and the vectorized loops run on aligned rows."""
+    return -(-offset // items) * items
