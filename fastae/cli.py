@@ -126,7 +126,9 @@ def cmd_bench(args):
     root = Path(__file__).resolve().parent.parent
     if not (root / "bench").is_dir():
         raise CliError("the benchmark suite lives in the source checkout (bench/); run this from a clone")
-    command = [sys.executable, "-m", "pytest", "--benchmark", "-q", "-p", "no:cacheprovider"] + args.pytest_args
+    command = [sys.executable, "-m", "pytest", "--benchmark", "-q", "-p", "no:cacheprovider"]
+    if args.select:
+        command += ["-k", args.select]
     code = subprocess.call(command, cwd=root)
     table = root / "bench" / "latest.md"
     if code == 0 and table.exists():
@@ -190,7 +192,8 @@ def parser():
     sample.set_defaults(run=cmd_sample)
 
     bench = sub.add_parser("bench", help="run the benchmark suite and print its table (source checkout)")
-    bench.add_argument("pytest_args", nargs="*", help="extra pytest arguments, e.g. -k l1_prox")
+    bench.add_argument("-k", "--select", metavar="EXPR", help="only the benchmarks matching EXPR (pytest -k), "
+                       "e.g. l1_prox")
     bench.set_defaults(run=cmd_bench)
     return p
 

@@ -109,3 +109,13 @@ def test_demo_runs_end_to_end(tmp_path):
         # saved at 80 dpi with a tight bounding box: within a margin of figsize * dpi
         assert 0.6 * width_in * 80 <= width <= 1.3 * width_in * 80, (name, width)
         assert 0.6 * height_in * 80 <= height <= 1.3 * height_in * 80, (name, height)
+
+
+def test_bench_command_prints_the_speed_up_table():
+    result = fastae("bench", "--select", "l1_prox")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| l1_prox 4096x512 f32 1thr | cpu |" in result.stdout
+    assert "speed-up over numpy" in result.stdout
+    nothing = fastae("bench", "--select", "no_such_benchmark")
+    assert nothing.returncode == 1
+    assert "the benchmark suite failed" in nothing.stderr and "Traceback" not in nothing.stderr
