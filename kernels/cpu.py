@@ -87,13 +87,17 @@ def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
         np.dot(delta, W, dx)
 
 
-@jit
+@cpu_jit(fastmath={"reassoc"})
 def l1_prox(h, threshold, nonneg, out):
-    """Soft-thresholding; returns False if h holds NaN or inf (they pass through to the output,
-    which is checked while still warm in cache rather than validating h in a separate pass)."""
+    """Soft-thresholding; returns False if h holds NaN or inf. They pass through to the output,
+    so the check rides along in the same pass (reassociation only reorders that sum: the
+    thresholding itself is one subtraction, nothing to reassociate)."""
+    bad = 0.0
     for i in range(h.size):
-        out[i] = soft_threshold(h[i], threshold, nonneg)
-    return nonfinite_sum(out) == 0.0
+        v = soft_threshold(h[i], threshold, nonneg)
+        out[i] = v
+        bad += v * 0.0
+    return bad == 0.0
 
 
 @jit
