@@ -92,6 +92,13 @@ class Autoencoder(NeuralEstimator):
     def transform(self, X, out=None):
         """Codes of X: (n, code), the whole encoder in one compiled call per chunk of rows.
         `out=` takes a preallocated C-contiguous result."""
+        space = self._fast_rows(X, self.__dict__.get("n_features_in_")) if out is None else None
+        if space is not None:  # latency path: one small NumPy array, no chunking
+            work, plan, cfg_f, cfg_i, eng, _ = space
+            net = self._net
+            result = np.empty((X.shape[0], self.code), self._dtype)
+            eng.encode_into(net.params, net.layout, net.acts, work, plan, X, X.shape[0], cfg_f, cfg_i, result)
+            return result
         self._check_fitted()
         eng, net = engine.for_backend(self._backend_name), self._net
 

@@ -99,3 +99,14 @@ def test_inputs_are_never_modified(X):
     fastae.PCA(2).fit(X).transform(X)
     np.testing.assert_array_equal(X, before)
     np.testing.assert_array_equal(eps, 0)
+
+
+def test_latency_path_still_rejects_nan_and_wrong_shapes(X):
+    model = fastae.Autoencoder(hidden=(4,), code=2, epochs=1, seed=0).fit(X)
+    row = X[:1].astype(np.float32)
+    assert model.transform(row).shape == (1, 2)
+    for bad, message in [(np.where(row > 0.5, np.nan, row), "NaN"), (row[:, :4].copy(), "X has 4 features"),
+                         (np.asfortranarray(np.vstack([row, row]))[:, :3], "X has 3 features")]:
+        with pytest.raises(ValueError, match=message):
+            model.transform(bad)
+    np.testing.assert_array_equal(model.transform(row.astype(np.float64)), model.transform(row))
