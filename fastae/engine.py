@@ -27,8 +27,8 @@ MSE, BCE = 0, 1
 ADAM, SGD = 0, 1
 # workspace slots
 (S_DELTA, S_DY_A, S_DY_B, S_CODE, S_NOISY, S_BATCH, S_ROWS, S_GRAD_OUT, S_MU_REP, S_LV_REP, S_Z,
- S_KL, S_DMU_REP, S_DLV_REP, S_DHEADS, S_TARGET) = range(16)
-N_SLOTS = 16
+ S_KL, S_DMU_REP, S_DLV_REP, S_DHEADS, S_TARGET, S_SCRATCH) = range(17)
+N_SLOTS = 17
 
 
 def view(work, offset, rows, cols):
@@ -38,6 +38,12 @@ def view(work, offset, rows, cols):
 def layer(params, layout, l):
     w, out, inp, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
     return params[w:w + out * inp].reshape((out, inp)), params[b:b + out]
+
+
+def scratch(work, plan):
+    """The kernels' per-row scratch (loss terms, noise rows): part of the workspace, so a step
+    allocates nothing."""
+    return work[plan[S_SCRATCH]:plan[S_SCRATCH + 1]]
 
 
 def layer_out(work, plan, layout, l, n):
@@ -96,9 +102,9 @@ def reconstruction_loss(out, target, n, work, plan, cfg_f, cfg_i):
     rows = work[plan[S_ROWS]:plan[S_ROWS] + n]
     grad = view(work, plan[S_GRAD_OUT], n, out.shape[1])
     if cfg_i[I_LOSS] == MSE:
-        mse_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad)
+        mse_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad, scratch(work, plan))
     else:
-        bce_logits_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad)
+        bce_logits_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad, scratch(work, plan))
     return rows, grad
 
 
@@ -184,7 +190,7 @@ def vae_objective(params, grads, layout, acts, work, plan, x, n, cfg_f, cfg_i, e
     repeat_rows(logvar, samples, lv_rep)
     z = view(work, plan[S_Z], stacked, k)
     kl = work[plan[S_KL]:plan[S_KL] + stacked]
-    reparam_forward(mu_rep, lv_rep, eps, has_eps, key, z, kl)
+    reparam_forward(mu_rep, lv_rep, eps, has_eps, key, z, kl, scratch(work, plan))
     out = forward_layers(params, layout, acts, split + 1, last, z, work, plan, stacked, cfg_i[I_OUT_ACT])
     target = x
     if samples > 1:
@@ -200,7 +206,8 @@ def vae_objective(params, grads, layout, acts, work, plan, x, n, cfg_f, cfg_i, e
         dlv_rep = view(work, plan[S_DLV_REP], stacked, k)
         # the kernels give gradients of f(z) + beta' * sum(kl) over all S * n stacked rows;
         # the objective is a mean over n rows of beta * KL: beta' = beta / (S * n)
-        reparam_backward(dz, mu_rep, lv_rep, eps, has_eps, key, beta / stacked, dmu_rep, dlv_rep)
+        reparam_backward(dz, mu_rep, lv_rep, eps, has_eps, key, beta / stacked, dmu_rep, dlv_rep,
+                         scratch(work, plan))
         dheads = view(work, plan[S_DHEADS], n, 2 * k)
         fold_rows(dmu_rep, samples, dheads[:, :k])
         fold_rows(dlv_rep, samples, dheads[:, k:])
@@ -234,7 +241,7 @@ def train_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index,
     return total
 
 
-ENGINE = ("view", "layer", "layer_out", "forward_layers", "backward_layers", "optimizer_update",
+ENGINE = ("view", "layer", "scratch", "layer_out", "forward_layers", "backward_layers", "optimizer_update",
           "reconstruction_loss", "ae_code", "ae_objective", "encode_into", "layers_into",
           "vae_heads", "heads_into", "vae_objective", "train_epoch")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",

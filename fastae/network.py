@@ -55,7 +55,8 @@ class Network:
                  engine.S_LV_REP: stacked * latent, engine.S_Z: stacked * latent, engine.S_KL: stacked,
                  engine.S_DMU_REP: stacked * latent, engine.S_DLV_REP: stacked * latent,
                  engine.S_DHEADS: rows * 2 * latent,
-                 engine.S_TARGET: stacked * dim if samples > 1 else 0}
+                 engine.S_TARGET: stacked * dim if samples > 1 else 0,
+                 engine.S_SCRATCH: max(dim, 3 * latent + 2)}
         sizes.update({engine.N_SLOTS + l: stacked * int(out) for l, out in enumerate(self.layout[:, 1])})
         plan = np.zeros(engine.N_SLOTS + self.n_layers, dtype=np.int64)
         offset = 0

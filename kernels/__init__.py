@@ -140,7 +140,7 @@ def reparam_forward(mu, logvar, eps=None, *, seed=None, backend=None):
         return _to_host(host, *impl.reparam_forward(mu, logvar, eps if has_eps else None, seed))
     xp = _backend.array_module(name)
     z, kl = xp.empty_like(mu), xp.empty(mu.shape[0], dtype)
-    impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl)
+    impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl, xp.empty(3 * mu.shape[1] + 2, dtype))
     return _to_host(host, z, kl)
 
 
@@ -159,7 +159,7 @@ def reparam_backward(dz, mu, logvar, eps=None, *, beta=1.0, seed=None, backend=N
         return _to_host(host, *impl.reparam_backward(dz, mu, logvar, eps if has_eps else None, beta, seed))
     xp = _backend.array_module(name)
     dmu, dlogvar = xp.empty_like(mu), xp.empty_like(mu)
-    impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
+    impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, xp.empty(3 * mu.shape[1] + 2, dtype))
     return _to_host(host, dmu, dlogvar)
 
 
@@ -174,7 +174,7 @@ def _loss(op, pred_name, pred, target, backend):
         return _to_host(host, *getattr(impl, op)(pred, target))
     xp = _backend.array_module(name)
     rows, grad = xp.empty(pred.shape[0], dtype), xp.empty_like(pred)
-    getattr(impl, op)(pred, target, 1.0, rows, grad)
+    getattr(impl, op)(pred, target, 1.0, rows, grad, xp.empty(pred.shape[1], dtype))
     return _to_host(host, rows, grad)
 
 

@@ -119,9 +119,11 @@ def noise_row(eps, has_eps, key, i, pairs, out):
 
 
 @jit
-def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
+    """`scratch`: 3K + 2 entries of the data dtype (KL terms, Box-Muller pairs, one noise row),
+    so that a training step allocates nothing."""
     n, k = mu.shape
-    terms, pairs, noise = np.empty(k), np.empty(k + 2), np.empty(k, mu.dtype)
+    terms, pairs, noise = scratch[:k], scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
     for i in range(n):
         noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
@@ -133,9 +135,9 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
 
 
 @jit
-def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch):
     n, k = mu.shape
-    pairs, noise = np.empty(k + 2), np.empty(k, mu.dtype)
+    pairs, noise = scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
     for i in range(n):
         noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
@@ -145,11 +147,12 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
 
 
 @jit
-def mse_loss(pred, target, scale, rows, grad):
-    """rows = scale * per-row squared error; grad = d mean(rows) / d pred."""
+def mse_loss(pred, target, scale, rows, grad, terms):
+    """rows = scale * per-row squared error; grad = d mean(rows) / d pred; `terms` is scratch for
+    one row's terms (summed vectorized)."""
     n, m = pred.shape
     g_scale = 2.0 * scale / n
-    terms = np.empty(m)
+    terms = terms[:m]  # the scratch may be longer
     for i in range(n):
         for j in range(m):
             d = pred[i, j] - target[i, j]
@@ -170,11 +173,11 @@ def _bce_pair(a, t):
 
 
 @jit
-def bce_logits_loss(logits, target, scale, rows, grad):
+def bce_logits_loss(logits, target, scale, rows, grad, terms):
     """rows = scale * per-row BCE of sigmoid(logits); grad = d mean(rows) / d logits."""
     n, m = logits.shape
     g_scale = scale / n
-    terms = np.empty(m)
+    terms = terms[:m]  # the scratch may be longer
     for i in range(n):
         for j in range(m):
             loss, g = bce_pair(logits[i, j], target[i, j])

@@ -226,22 +226,22 @@ def l1_prox(h, threshold, nonneg, out):
     return True  # h was checked before the launch
 
 
-def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch=None):
     blocks, threads = _grid(mu.shape[0])
     _reparam_forward[blocks, threads](mu, logvar, eps, has_eps, key, z, kl)
 
 
-def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch=None):
     blocks, threads = _grid_2d(mu.shape)
     _reparam_backward[blocks, threads](dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar)
 
 
-def mse_loss(pred, target, scale, rows, grad):
+def mse_loss(pred, target, scale, rows, grad, terms=None):
     blocks, threads = _grid(pred.shape[0])
     _mse_loss[blocks, threads](pred, target, scale, rows, grad)
 
 
-def bce_logits_loss(logits, target, scale, rows, grad):
+def bce_logits_loss(logits, target, scale, rows, grad, terms=None):
     blocks, threads = _grid(logits.shape[0])
     _bce_logits_loss[blocks, threads](logits, target, scale, rows, grad)
 

@@ -25,12 +25,12 @@ def l1_prox(h, threshold, nonneg, out):
     return bool(np.isfinite(out).all())
 
 
-def reparam_forward(mu, logvar, eps, has_eps, key, z, kl):
+def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch=None):
     noise = eps if has_eps else _noise_from_key(key, mu.shape, mu.dtype)
     z[...], kl[...] = ref.reparam_forward(mu, logvar, noise, None)
 
 
-def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar):
+def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch=None):
     noise = eps if has_eps else _noise_from_key(key, mu.shape, mu.dtype)
     dmu[...], dlogvar[...] = ref.reparam_backward(dz, mu, logvar, noise, beta, None)
 
@@ -39,12 +39,12 @@ def _noise_from_key(key, shape, dtype):
     return ref.noise_from_key(key, shape, dtype)
 
 
-def mse_loss(pred, target, scale, rows, grad):
+def mse_loss(pred, target, scale, rows, grad, terms=None):
     r, g = ref.mse_loss(pred, target)
     rows[...], grad[...] = scale * r, scale * g
 
 
-def bce_logits_loss(logits, target, scale, rows, grad):
+def bce_logits_loss(logits, target, scale, rows, grad, terms=None):
     r, g = ref.bce_logits_loss(logits, target)
     rows[...], grad[...] = scale * r, scale * g
 
