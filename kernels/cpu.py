@@ -100,6 +100,28 @@ def l1_prox(h, threshold, nonneg, out):
     return bad == 0.0
 
 
+def in_dtype_of(value, array):
+    """value cast to the array's float type, so float32 data keeps float32 (16-lane) math."""
+
+
+@overload(in_dtype_of)
+def _in_dtype_of(value, array):
+    if array.dtype == types.float32:
+        return lambda value, array: np.float32(value)
+    return lambda value, array: np.float64(value)
+
+
+def exp_like(x):
+    """exp in the precision of x: float32 math (16 lanes) for float32 data."""
+
+
+@overload(exp_like, jit_options={"error_model": "numpy"})
+def _exp_like(x):
+    if x == types.float32:
+        return lambda x: cpu_math.exp32(x)
+    return lambda x: cpu_math.exp(x)
+
+
 @jit
 def noise_row(eps, has_eps, key, i, pairs, out):
     """Row i of the noise into `out` (in the data dtype, like the reference): eps[i], or numbers
@@ -124,11 +146,12 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
     so that a training step allocates nothing."""
     n, k = mu.shape
     terms, pairs, noise = scratch[:k], scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
+    half = in_dtype_of(0.5, mu)
     for i in range(n):
         noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
             m, lv = mu[i, j], logvar[i, j]
-            std = exp(0.5 * lv)
+            std = exp_like(half * lv)
             z[i, j] = m + std * noise[j]
             terms[j] = 1.0 + lv - m * m - std * std
         kl[i] = -0.5 * row_sum(terms)
@@ -138,10 +161,11 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
 def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch):
     n, k = mu.shape
     pairs, noise = scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
+    half = in_dtype_of(0.5, mu)
     for i in range(n):
         noise_row(eps, has_eps, key, i, pairs, noise)
         for j in range(k):
-            std = exp(0.5 * logvar[i, j])
+            std = exp_like(half * logvar[i, j])
             dmu[i, j] = dz[i, j] + beta * mu[i, j]
             dlogvar[i, j] = 0.5 * (dz[i, j] * noise[j] * std + beta * (std * std - 1.0))
 
@@ -184,17 +208,6 @@ def bce_logits_loss(logits, target, scale, rows, grad, terms):
             terms[j] = loss
             grad[i, j] = g_scale * g
         rows[i] = scale * row_sum(terms)
-
-
-def in_dtype_of(value, array):
-    """value cast to the array's float type, so float32 data keeps float32 (16-lane) math."""
-
-
-@overload(in_dtype_of)
-def _in_dtype_of(value, array):
-    if array.dtype == types.float32:
-        return lambda value, array: np.float32(value)
-    return lambda value, array: np.float64(value)
 
 
 @jit
