@@ -53,7 +53,7 @@ def run(out="fastae-demo", quick=False, verbose=True, seed=0):
     epochs = EPOCHS["quick" if quick else "full"]
     noisy = (Xte + 0.2 * np.random.default_rng(1).standard_normal(Xte.shape)).astype(np.float32)
     rows, fitted = [], {}
-    fastae.warmup(dtypes=("float32",))
+    fastae.warmup(dtypes=("float32",))  # compile first: the fit times below are training only
     pca_error = None
     for name, make in _models(epochs, verbose).items():
         model, seconds = _timed_fit(make, "cpu", Xtr)

@@ -84,12 +84,16 @@ def test_read_only_install_and_cache_directory_still_work(tmp_path):
     assert "no writable Numba cache directory" in result.stderr
 
 
-def test_warmup_compiles_every_kernel():
+def test_warmup_compiles_every_kernel_and_the_model_passes():
     fastae.warmup(dtypes=("float64",))
+    from fastae import engine
     from fastae.kernels import cpu
     for name in ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
                  "mse_loss", "bce_logits_loss", "adam_step"):
         assert getattr(cpu, name).signatures, name
+    compiled = engine.for_backend("cpu")
+    for name in ("train_epoch", "ae_objective", "vae_objective", "encode_into", "layers_into"):
+        assert getattr(compiled, name).signatures, name
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
