@@ -6,7 +6,6 @@ import pytest
 
 from conftest import assert_same, contenders
 import fastae
-from fastae import engine
 
 BIG = dict(hidden=(512, 256), code=32, output_activation="sigmoid", loss="bce")
 DIGITS = dict(hidden=(32, 16), code=8, output_activation="sigmoid", loss="bce")

@@ -6,14 +6,15 @@ pass over the data (shuffled minibatches, forward, backward, optimizer update) i
 over workspaces allocated once; `"numpy"` runs the same code in Python over the naive reference
 (the baseline), `"cuda"` over the GPU kernels and CuPy arrays.
 
+The kernel names used below (affine_forward, mse_loss, ...) are not imported: `for_backend` binds
+them to one backend's kernels (the names in OPS).
+
 Conventions: `params`/`grads` are flat buffers; `layout[l] = (W offset, out, in, b offset)`;
 `acts[l]` is layer l's activation code; `work` is one flat float buffer and `plan[s]` the offset of
 workspace slot s in it (layer l's output is slot N_SLOTS + l).
 """
 import functools
 import types
-
-import numpy as np
 
 from .kernels import elementwise as ew
 
