@@ -127,6 +127,8 @@ class NeuralEstimator(Estimator):
         self._dtype = v.dtype(self.dtype)
         self._backend_name = _backend.resolve(v.one_of(self.backend, "backend", ("auto", "cpu", "numpy", "cuda")))
         self._check_params()
+        # inference caches hold a config and workspaces for the previous parameters
+        self._local = threading.local()
 
     @property
     def _xp(self):
@@ -150,7 +152,7 @@ class NeuralEstimator(Estimator):
         self.n_features_in_ = n_features
         self._net = self._build_network(n_features)
         self._net.init(self._rng, self._xp)
-        self._local = threading.local()
+        self._train_rows = None  # workspaces are sized for one architecture: drop the old ones
         self._reset_optimizer()
         self.history_ = {"loss": [], "val_loss": []}
         self.n_iter_ = 0

@@ -235,3 +235,15 @@ def test_cuda_backend_trains_and_infers_like_numpy(make):
     np.testing.assert_allclose(gpu.history_["loss"], ref.history_["loss"], rtol=1e-9)
     np.testing.assert_allclose(gpu.transform(X), ref.transform(X), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(gpu.reconstruct(X), ref.reconstruct(X), rtol=1e-8, atol=1e-10)
+
+
+def test_refitting_with_other_parameters_rebuilds_workspaces_and_config(rng):
+    X = rng.uniform(size=(40, 6))
+    model = fastae.Autoencoder(hidden=(8,), code=3, epochs=2, seed=0).fit(X)
+    model.transform(X[:1])
+    model.set_params(hidden=(16, 4), code=5).fit(X)  # same batch size, other architecture
+    fresh = fastae.Autoencoder(hidden=(16, 4), code=5, epochs=2, seed=0).fit(X)
+    np.testing.assert_array_equal(model.transform(X[:1]), fresh.transform(X[:1]))
+    np.testing.assert_array_equal(model.get_weights()[0][0], fresh.get_weights()[0][0])
+    model.set_params(l1=5.0, warm_start=True, epochs=1).fit(X)  # same network, new l1
+    assert np.all(model.transform(X[:1]) == 0)  # the huge threshold zeroes every code
