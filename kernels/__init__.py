@@ -90,8 +90,9 @@ def affine_backward(dy, x, y, W, activation, *, backend=None, out=None):
     if name == "numpy":
         targets = impl.affine_backward(dy, x, y, W, activation)
     else:
-        # A linear layer's delta is dy itself (only read); Numba types read-only arrays as
-        # unwritable, so a read-only dy gets scratch space instead.
+        # A linear layer's delta is dy itself: the kernels then neither read nor write `delta`
+        # (any array of dy's type does; a read-only dy cannot stand in for it, as Numba compiles
+        # the non-linear branch's writes to it too).
         linear_in_place = act == _ew.LINEAR and getattr(dy.flags, "writeable", True)
         delta = dy if linear_in_place else _backend.scratch(name, dy.shape, dtype)
         impl.affine_backward(dy, x, y, W, act, delta, *targets)

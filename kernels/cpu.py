@@ -69,22 +69,34 @@ def affine_forward(x, W, b, act, out):
 
 
 @jit
-def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
-    """delta = dy * act'(y) and db = column sums of delta in one pass, then two GEMMs.
-
-    For a linear layer `delta` may be `dy` itself: it is then only read.
-    """
-    n, m = dy.shape
-    db[:] = 0
-    for i in range(n):
-        for j in range(m):
-            d = dy[i, j] * activation_grad(y[i, j], act)
-            if act != LINEAR:
-                delta[i, j] = d
-            db[j] += d
+def backward_products(delta, x, W, dx, dW):
+    """dW = delta.T @ x and (unless dx has no rows) dx = delta @ W."""
     np.dot(delta.T, x, dW)
     if dx.shape[0] > 0:
         np.dot(delta, W, dx)
+
+
+@jit
+def affine_backward(dy, x, y, W, act, delta, dx, dW, db):
+    """delta = dy * act'(y) and db = column sums of delta in one pass, then two GEMMs.
+
+    For a linear layer delta is dy itself: the products read dy, and `delta` is neither read nor
+    written (it may be dy, or any array; dy may be read-only).
+    """
+    n, m = dy.shape
+    db[:] = 0
+    if act == LINEAR:
+        for i in range(n):
+            for j in range(m):
+                db[j] += dy[i, j]
+        backward_products(dy, x, W, dx, dW)
+        return
+    for i in range(n):
+        for j in range(m):
+            d = dy[i, j] * activation_grad(y[i, j], act)
+            delta[i, j] = d
+            db[j] += d
+    backward_products(delta, x, W, dx, dW)
 
 
 @cpu_jit(fastmath={"reassoc"})

@@ -128,14 +128,46 @@ def test_inputs_are_never_written(rng, backend):
     for v in a.values():
         v.setflags(write=False)
     x, W, b, m, t, view = (a[k] for k in ("x", "W", "b", "m", "t", "view"))
+    dy = a["m"][:, :4]  # a read-only, non-contiguous gradient
     for act in kernels.ACTIVATIONS:
         y = kernels.affine_forward(view, W, b, act, backend=backend)
+        assert_matches(y, kernels.affine_forward(before["view"], W, b, act, backend="numpy"), act)
         y.setflags(write=False)
-        kernels.affine_backward(y, x, y, W, act, backend=backend)
-    kernels.l1_prox(view, 0.5, backend=backend)
-    kernels.reparam_forward(m, x, t, backend=backend)
-    kernels.reparam_backward(t, m, x, None, seed=3, backend=backend)
-    kernels.mse_loss(view, t, backend=backend)
-    kernels.bce_logits_loss(x, t, backend=backend)
+        for grad in (y, dy):
+            got = kernels.affine_backward(grad, x, y, W, act, backend=backend)
+            want = kernels.affine_backward(grad.copy(), x, y.copy(), W, act, backend="numpy")
+            for g, w, what in zip(got, want, ("dx", "dW", "db")):
+                assert_matches(g, w, f"{what} {act}")
+    assert_matches(kernels.l1_prox(view, 0.5, backend=backend), kernels.l1_prox(view.copy(), 0.5, backend="numpy"))
+    for got, want in zip(kernels.reparam_forward(m, x, t, backend=backend),
+                         kernels.reparam_forward(m.copy(), x.copy(), t.copy(), backend="numpy")):
+        assert_matches(got, want, "reparam_forward")
+    for got, want in zip(kernels.reparam_backward(t, m, x, None, seed=3, backend=backend),
+                         kernels.reparam_backward(t.copy(), m.copy(), x.copy(), None, seed=3, backend="numpy")):
+        assert_matches(got, want, "reparam_backward")
+    for got, want in zip(kernels.mse_loss(view, t, backend=backend), kernels.mse_loss(view.copy(), t, backend="numpy")):
+        assert_matches(got, want, "mse_loss")
+    for got, want in zip(kernels.bce_logits_loss(x, t, backend=backend),
+                         kernels.bce_logits_loss(x.copy(), t.copy(), backend="numpy")):
+        assert_matches(got, want, "bce_logits_loss")
     for k, v in a.items():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+def assert_matches(got, want, what=""):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=what)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_linear_backward_of_a_memory_mapped_gradient(tmp_path, rng, backend, dtype):
+    """A read-only dy straight from np.load(mmap_mode="r"): a linear layer's delta is dy itself."""
+    x = rng.standard_normal((3, 5)).astype(dtype)
+    W = rng.standard_normal((4, 5)).astype(dtype)
+    np.save(tmp_path / "dy.npy", rng.standard_normal((3, 4)).astype(dtype))
+    dy = np.load(tmp_path / "dy.npy", mmap_mode="r")
+    y = kernels.affine_forward(x, W, np.zeros(4, dtype), "linear", backend="numpy")
+    got = kernels.affine_backward(dy, x, y, W, "linear", backend=backend)
+    want = (dy @ W, dy.T @ x, dy.sum(axis=0))
+    for g, w, what in zip(got, want, ("dx", "dW", "db")):
+        np.testing.assert_allclose(g, w, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6, err_msg=what)
