@@ -87,6 +87,8 @@ def affine_backward(dy, x, y, W, activation, *, backend=None, out=None):
         raise TypeError("out must be a tuple (dx, dW, db) of arrays")
     shapes = (x.shape, W.shape, (m,))
     targets = [_out(o, s, dtype, name, host, given) for o, s in zip(out or (None,) * 3, shapes)]
+    if out is not None:
+        _checks.disjoint(zip(("out[0] (dx)", "out[1] (dW)", "out[2] (db)"), out))
     if name == "numpy":
         targets = impl.affine_backward(dy, x, y, W, activation)
     else:
@@ -105,7 +107,10 @@ def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
     given = h
-    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))], fused_check=True)
+    # The kernel's own NaN/inf check rides in its pass, which writes the output: it is only used
+    # when that output is ours. A caller's out= is never written when the call fails.
+    name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))],
+                                             fused_check=out is None)
     y = _out(out, h.shape, dtype, name, host, (given,))
     if y is None:
         y = impl.l1_prox(h, threshold, bool(nonneg))
@@ -202,6 +207,8 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
     if beta_1 >= 1 or beta_2 >= 1:
         raise ValueError(f"beta_1 and beta_2 must be in [0, 1), got {beta_1}, {beta_2}")
     epsilon = _checks.real(epsilon, "epsilon", minimum=0.0)
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
     name = _backend.resolve(backend, param)
     xp = _backend.array_module(name)
     for arg, a in (("param", param), ("m", m), ("v", v)):
@@ -211,6 +218,7 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
             raise ValueError(f"{arg} must be a writeable C-contiguous array (it is updated in place)")
         if a.shape != param.shape or a.dtype != param.dtype:
             raise ValueError(f"{arg} must have the shape and dtype of param, got {a.shape} {a.dtype}")
+    _checks.disjoint([("param", param), ("grad", grad), ("m", m), ("v", v)])
     (grad,), dtype, _ = _checks.arrays(name, [("grad", grad, param.ndim)])
     if grad.dtype != param.dtype:
         raise TypeError(f"grad is {grad.dtype} but param is {param.dtype}")

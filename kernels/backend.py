@@ -76,6 +76,15 @@ def array_module(backend):
     return numpy
 
 
+def array_module_of(a):
+    """numpy or cupy, by the type of the array a."""
+    if is_cupy(a):
+        import cupy
+        return cupy
+    import numpy
+    return numpy
+
+
 _scratch = threading.local()
 
 

@@ -125,6 +125,21 @@ def out_array(out, shape, dtype, backend, inputs):
         raise ValueError(f"out must have shape {tuple(shape)} and dtype {dtype}, got {out.shape} {out.dtype}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a writeable C-contiguous array")
-    if any(xp.may_share_memory(out, a) for a in inputs):
+    if any(xp.may_share_memory(out, a) for a in inputs if same_array_type(out, a)):
         raise ValueError("out must not overlap the inputs")
     return out
+
+
+def same_array_type(a, b):
+    """Whether a and b are both NumPy or both CuPy arrays (arrays of different types never share
+    memory, and may_share_memory takes one type)."""
+    return _backend.is_cupy(a) == _backend.is_cupy(b) and hasattr(a, "shape") and hasattr(b, "shape")
+
+
+def disjoint(named):
+    """Refuse arrays, given as (name, array) pairs, that may share memory with one another."""
+    named = [(n, a) for n, a in named if a is not None]
+    for i, (n1, a1) in enumerate(named):
+        for n2, a2 in named[i + 1:]:
+            if a1 is a2 or (same_array_type(a1, a2) and _backend.array_module_of(a1).may_share_memory(a1, a2)):
+                raise ValueError(f"{n1} and {n2} must not overlap (they share memory)")

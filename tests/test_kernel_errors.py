@@ -171,3 +171,79 @@ def test_linear_backward_of_a_memory_mapped_gradient(tmp_path, rng, backend, dty
     want = (dy @ W, dy.T @ x, dy.sum(axis=0))
     for g, w, what in zip(got, want, ("dx", "dW", "db")):
         np.testing.assert_allclose(g, w, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6, err_msg=what)
+
+
+
+@pytest.mark.parametrize("backend", backends_under_test())
+def test_out_members_may_not_alias_each_other_or_the_inputs(arrays, backend):
+    """Refused before anything is written: every out array keeps its sentinel."""
+    x, W = arrays["x"], arrays["W"]
+    dy = np.ones((3, 4))
+    y = kernels.affine_forward(x, W, arrays["b"], "tanh", backend="numpy")
+
+    def fresh():
+        return np.full((3, 5), 7.0), np.full((4, 5), 7.0), np.full(4, 7.0)
+
+    dx, dW, db = fresh()
+    with pytest.raises(ValueError, match=r"out\[0\] \(dx\) and out\[2\] \(db\) must not overlap"):
+        kernels.affine_backward(dy, x, y, W, "tanh", backend=backend, out=(dx, dW, dx[0, :4]))
+    assert np.all(dx == 7) and np.all(dW == 7)
+    with pytest.raises(ValueError, match=r"out\[1\] \(dW\) and out\[2\] \(db\) must not overlap"):
+        kernels.affine_backward(dy, x, y, W, "tanh", backend=backend, out=(dx, dW, dW[0, :4]))
+    assert np.all(dx == 7) and np.all(dW == 7)
+    buf = np.full(40, 7.0)  # dx and dW as overlapping windows of one buffer
+    with pytest.raises(ValueError, match="must not overlap"):
+        kernels.affine_backward(dy, x, y, W, "tanh", backend=backend,
+                                out=(buf[:15].reshape(3, 5), buf[10:30].reshape(4, 5), db))
+    assert np.all(buf == 7) and np.all(db == 7)
+    # a member overlapping an input: dx in x, dW in W, db in dy
+    for member, source in ((0, "x"), (1, "W"), (2, "dy")):
+        inputs = {"dy": dy.copy(), "x": x.copy(), "y": y.copy(), "W": W.copy()}
+        before = {k: v.copy() for k, v in inputs.items()}
+        outs = list(fresh())
+        outs[member] = inputs[source] if member < 2 else inputs[source][0]
+        with pytest.raises(ValueError, match="overlap"):
+            kernels.affine_backward(inputs["dy"], inputs["x"], inputs["y"], inputs["W"], "tanh",
+                                    backend=backend, out=tuple(outs))
+        for k, v in inputs.items():
+            np.testing.assert_array_equal(v, before[k], err_msg=k)
+    Wb = np.zeros((4, 5))
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.affine_forward(x, Wb, np.ones(4), "relu", backend=backend, out=Wb.reshape(-1)[:12].reshape(3, 4))
+    assert np.all(Wb == 0)
+    h = np.ones((3, 4))
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.l1_prox(h, 0.1, backend=backend, out=h)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_l1_prox_writes_no_out_when_the_input_is_bad(backend):
+    h = np.linspace(-2, 2, 64).reshape(8, 8)
+    h[6, 3] = np.nan  # late in the pass: a fused kernel has written most of out by then
+    out = np.full_like(h, 7.0)
+    with pytest.raises(ValueError, match="h contains NaN or infinity"):
+        kernels.l1_prox(h, 0.1, backend=backend, out=out)
+    assert np.all(out == 7.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_state_may_not_alias(backend):
+    def state():
+        return np.ones(8), np.full(8, 0.5), np.zeros(8), np.zeros(8)
+
+    p, g, m, v = state()
+    cases = {"m and v": (p, g, m, m), "param and grad": (p, p, m, v), "param and m": (p, g, p, v),
+             "grad and v": (p, g, m, g), "param and v": (p, g, m, p)}
+    for what, args in cases.items():
+        with pytest.raises(ValueError, match=f"{what} must not overlap"):
+            kernels.adam_step(*args, step=1, backend=backend)
+    big = np.zeros(16)
+    with pytest.raises(ValueError, match="m and v must not overlap"):
+        kernels.adam_step(p, g, big[:8], big[4:12], step=1, backend=backend)
+    assert np.all(p == 1) and np.all(big == 0) and np.all(g == 0.5)
+    for eps in (0, 0.0, -1e-8):
+        with pytest.raises(ValueError, match="epsilon must be"):
+            kernels.adam_step(p, g, m, v, step=1, epsilon=eps, backend=backend)
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        kernels.adam_step(p, g, m, v, step=1, epsilon=0.0, backend=backend)
+    assert np.all(p == 1) and np.all(m == 0) and np.all(v == 0)
