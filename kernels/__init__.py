@@ -216,17 +216,24 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
             raise TypeError(f"{arg} must be a float {xp.__name__} array (it is updated in place)")
         if not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError(f"{arg} must be a writeable C-contiguous array (it is updated in place)")
-        if a.shape != param.shape or a.dtype != param.dtype:
+        if a.shape != param.shape or _checks.native(a.dtype) != _checks.native(param.dtype):
             raise ValueError(f"{arg} must have the shape and dtype of param, got {a.shape} {a.dtype}")
     _checks.disjoint([("param", param), ("grad", grad), ("m", m), ("v", v)])
     (grad,), dtype, _ = _checks.arrays(name, [("grad", grad, param.ndim)])
-    if grad.dtype != param.dtype:
+    if grad.dtype != _checks.native(param.dtype):
         raise TypeError(f"grad is {grad.dtype} but param is {param.dtype}")
     _checks.same_shape("param", param, grad=grad)
     if name == "numpy":
-        return _backend.module(name).adam_step(param, grad, m, v, int(step), lr, beta_1, beta_2, epsilon)
-    _backend.module(name).adam_step(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                                     int(step), lr, beta_1, beta_2, epsilon)
+        _backend.module(name).adam_step(param, grad, m, v, int(step), lr, beta_1, beta_2, epsilon)
+        return
+    # The compiled kernels take native byte order only: non-native state (rare: arrays from a
+    # file) is updated in native copies, then written back.
+    state = [a if a.dtype.isnative else a.astype(dtype) for a in (param, m, v)]
+    _backend.module(name).adam_step(state[0].reshape(-1), grad.reshape(-1), state[1].reshape(-1),
+                                     state[2].reshape(-1), int(step), lr, beta_1, beta_2, epsilon)
+    for a, s in zip((param, m, v), state):
+        if s is not a:
+            a[...] = s
 
 
 def warmup(backend="cpu", dtypes=("float32", "float64")):

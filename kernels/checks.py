@@ -41,14 +41,21 @@ def seed(value, name="seed"):
 
 
 def _float_dtype(a, name):
+    """The native-byte-order float dtype a converts to (None for integers and bools)."""
     kind = a.dtype.kind
     if kind == "f":
-        return np.dtype(np.float32) if a.dtype.itemsize < 4 else a.dtype
+        return np.dtype(np.float32) if a.dtype.itemsize < 4 else native(a.dtype)
     if kind in "iub":
         return None
     if kind == "c":
         raise TypeError(f"{name} must hold real numbers, got complex dtype {a.dtype}")
     raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}")
+
+
+def native(dtype):
+    """dtype in the machine's byte order: compiled kernels take nothing else (a big-endian array,
+    e.g. from a file, is converted with the other conversions, by one copy)."""
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
 def arrays(backend, specs, check_finite=True):
@@ -57,7 +64,7 @@ def arrays(backend, specs, check_finite=True):
     `check_finite=False` is for kernels that detect NaN and inf themselves, in their own pass.
 
     Returns (arrays, dtype, host): C-contiguous arrays of the backend's array type in one float
-    dtype, and whether NumPy inputs were moved to a GPU (so results must come back to NumPy).
+    dtype of native byte order, and whether NumPy inputs were moved to a GPU (so results must come back to NumPy).
     """
     xp = _backend.array_module(backend)
     host = False
