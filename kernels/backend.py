@@ -17,6 +17,17 @@ def simulated():
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+def jit_disabled():
+    """True when NUMBA_DISABLE_JIT is set to a non-zero integer (as Numba reads it): Numba then
+    runs every @njit function as plain Python, which the cpu kernels cannot do (their intrinsics
+    and overloads exist only compiled)."""
+    value = os.environ.get("NUMBA_DISABLE_JIT", "").strip()
+    try:
+        return int(value) != 0
+    except ValueError:  # Numba ignores (with a warning) a value that is not an integer
+        return False
+
+
 @functools.lru_cache(maxsize=None)
 def gpu_status():
     """(usable, reason): whether a real GPU with CuPy and numba.cuda can run our kernels."""
@@ -40,7 +51,10 @@ def cuda_usable():
 
 
 def backends():
-    """Available backend names in preference order, e.g. ["cpu", "numpy"]."""
+    """Available backend names in preference order, e.g. ["cpu", "numpy"]; only ["numpy"] under
+    NUMBA_DISABLE_JIT=1."""
+    if jit_disabled():
+        return ["numpy"]
     if gpu_status()[0]:
         return ["cuda", "cpu", "numpy"]
     return ["cpu", "numpy", "cuda"] if simulated() else ["cpu", "numpy"]
@@ -51,13 +65,21 @@ def is_cupy(a):
 
 
 def resolve(backend, like=None):
-    """A concrete backend name for `backend` (None: by the array type of `like`)."""
+    """A concrete backend name for `backend` (None: by the array type of `like`).
+
+    Under NUMBA_DISABLE_JIT=1 the defaults (None, "auto") resolve to "numpy" and an explicit
+    "cpu" is refused: Numba then runs no compiled code."""
     if backend is None:
-        return "cuda" if is_cupy(like) else "cpu"
+        return "cuda" if is_cupy(like) else ("numpy" if jit_disabled() else "cpu")
     if not isinstance(backend, str) or backend not in NAMES:
         raise ValueError(f"backend must be one of {', '.join(map(repr, NAMES))}, got {backend!r}")
     if backend == "auto":
+        if jit_disabled():
+            return "numpy"
         return "cuda" if gpu_status()[0] else "cpu"
+    if backend == "cpu" and jit_disabled():
+        raise RuntimeError("backend 'cpu' cannot run: NUMBA_DISABLE_JIT=1 is set, so Numba compiles "
+                           "nothing; use backend='numpy' or unset NUMBA_DISABLE_JIT")
     if backend == "cuda" and not cuda_usable():
         raise RuntimeError(f"backend 'cuda' is not available: {gpu_status()[1]}; use 'auto' or 'cpu'")
     return backend
