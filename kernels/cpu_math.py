@@ -3,7 +3,9 @@
 Numba calls the scalar libm for math.exp and friends (pip's llvmlite has no SVML), which leaves the
 fused loops several times slower than NumPy's SIMD ufuncs. These are branch-free float64 versions
 (Cody-Waite range reduction + polynomials, relative error ~1e-16 over the ranges the kernels use)
-built on an int64 <-> float64 bit cast. Inputs are finite; the GPU kernels use CUDA's own math.
+built on an int64 <-> float64 bit cast. exp and exp32 take any input and agree with np.exp at
+the extremes (inf, subnormals, 0, NaN); log, log1p and sincos take the domains their docstrings
+give. The GPU kernels use CUDA's own math.
 """
 import math
 
@@ -38,14 +40,25 @@ def _bits_from_float(typingctx, value):
 
 @jit
 def exp(x):
-    x = min(max(float(x), -708.0), 709.0)  # stays a normal number; exp(-708) ~ 3e-308
-    k = math.floor(x * _LOG2E + 0.5)
-    r = (x - k * _LN2_HI) - k * _LN2_LO  # |r| <= ln(2) / 2
+    """exp of a float64, as np.exp at the extremes too: inf above ~709.78, subnormal below
+    ~-708.4, 0 below ~-745.1, inf for inf, 0 for -inf and NaN for NaN.
+
+    Branch-free: x is clamped just beyond the finite range (where exp is already inf or 0, so the
+    clamp changes no result) and 2^k is applied as two normal factors 2^(k >> 1) * 2^(k - k >> 1),
+    so that p * 2^k overflows to inf or rounds to a subnormal or 0 exactly once, in the last
+    multiply, like a correctly rounded exp."""
+    x = float(x)
+    xc = min(max(x, -746.0), 710.0)
+    k = math.floor(xc * _LOG2E + 0.5)
+    r = (xc - k * _LN2_HI) - k * _LN2_LO  # |r| <= ln(2) / 2
     p = 1.0 / 6227020800.0
     for c in (1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
               1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
         p = p * r + c
-    return p * _float_from_bits((np.int64(k) + 1023) << 52)
+    ki = np.int64(k)  # in [-1076, 1024]: each half in [-538, 512], a normal power of two
+    k1 = ki >> 1
+    y = (p * _float_from_bits((k1 + 1023) << 52)) * _float_from_bits((ki - k1 + 1023) << 52)
+    return y if x == x else x  # NaN stays NaN (the clamp would not keep it)
 
 
 @jit
@@ -113,7 +126,7 @@ def cos(x):
 _F32 = np.float32
 _LOG2E_32, _HALF_32, _ONE_32, _TWO_32, _ZERO_32 = _F32(_LOG2E), _F32(0.5), _F32(1.0), _F32(2.0), _F32(0.0)
 _LN2_HI_32, _LN2_LO_32 = _F32(0.693359375), _F32(-2.12194440e-4)
-_EXP_LO_32, _EXP_HI_32 = _F32(-87.0), _F32(88.0)
+_EXP_LO_32, _EXP_HI_32 = _F32(-104.0), _F32(89.0)  # just beyond where float32 exp is 0 / inf
 _EXP32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8, -1, -1))
 _ATANH32 = tuple(_F32(1.0 / k) for k in range(17, 0, -2))
 
@@ -127,15 +140,18 @@ def _float32_from_bits(typingctx, bits):
 
 @jit
 def exp32(x):
-    """exp of a float32 in float32 (relative error ~1e-7); clamped to the normal range."""
-    x = min(max(x, _EXP_LO_32), _EXP_HI_32)
-    k = math.floor(x * _LOG2E_32 + _HALF_32)
+    """exp of a float32 in float32 (relative error ~1e-7), as np.exp on float32 at the extremes:
+    inf above ~88.72, subnormal below ~-87.3, 0 below ~-103.97, NaN for NaN (see `exp`)."""
+    xc = min(max(x, _EXP_LO_32), _EXP_HI_32)
+    k = math.floor(xc * _LOG2E_32 + _HALF_32)
     kf = _F32(k)
-    r = (x - kf * _LN2_HI_32) - kf * _LN2_LO_32
+    r = (xc - kf * _LN2_HI_32) - kf * _LN2_LO_32
     p = _EXP32[0]
     for c in _EXP32[1:]:
         p = p * r + c
-    return p * _float32_from_bits(np.int32((k + 127) << 23))
+    k1 = k >> 1  # k in [-150, 129]: each half a normal float32 power of two
+    y = (p * _float32_from_bits(np.int32((k1 + 127) << 23))) * _float32_from_bits(np.int32((k - k1 + 127) << 23))
+    return y if x == x else x
 
 
 @jit
