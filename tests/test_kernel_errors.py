@@ -247,3 +247,36 @@ def test_adam_state_may_not_alias(backend):
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         kernels.adam_step(p, g, m, v, step=1, epsilon=0.0, backend=backend)
     assert np.all(p == 1) and np.all(m == 0) and np.all(v == 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeds(backend):
+    """None: fresh OS entropy; ints (Python or NumPy) in [0, 2**64); anything else is refused
+    with an error naming the argument."""
+    from fastae.kernels import checks
+    x = np.zeros((2, 3))
+
+    def draws(seed):
+        return kernels.reparam_forward(x, x, seed=seed, backend=backend)[0]
+
+    for bad in (1.5, 2.0, "x", "1", True, False, np.float64(3.0), b"1", [1]):
+        with pytest.raises(TypeError, match="seed must be an int or None"):
+            draws(bad)
+        with pytest.raises(TypeError, match="seed must be an int or None"):
+            kernels.reparam_backward(x, x, x, seed=bad, backend=backend)
+    for bad in (-1, 2 ** 64, 2 ** 70, np.int64(-5)):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+            draws(bad)
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\)"):
+            kernels.reparam_backward(x, x, x, seed=bad, backend=backend)
+    np.testing.assert_array_equal(draws(np.uint64(2 ** 64 - 1)), draws(2 ** 64 - 1))
+    np.testing.assert_array_equal(draws(np.int32(7)), draws(7))
+    assert not np.array_equal(draws(0), draws(2 ** 64 - 1))
+    assert not np.array_equal(draws(None), draws(None))  # fresh entropy each call
+    assert checks.seed(0) == 0 and checks.seed(2 ** 64 - 1) == 2 ** 64 - 1
+    fresh = {checks.seed(None) for _ in range(8)}
+    assert len(fresh) == 8 and all(0 <= s < 2 ** 64 for s in fresh)
+    with pytest.raises(ValueError, match="noise_seed must be in"):
+        checks.seed(-1, "noise_seed")
+    with pytest.raises(TypeError, match="noise_seed must be an int"):
+        checks.seed(1.5, "noise_seed")
