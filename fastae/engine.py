@@ -1,35 +1,65 @@
 """The training and inference passes of every model, written once for every backend.
 
-These functions are plain Python over flat arrays and integer layouts, in the subset Numba
-compiles. `for_backend("cpu")` compiles them with Numba against the fused CPU kernels, so a whole
-pass over the data (shuffled minibatches, forward, backward, optimizer update) is one compiled call
-over workspaces allocated once; `"numpy"` runs the same code in Python over the naive reference
-(the baseline), `"cuda"` over the GPU kernels and CuPy arrays.
-
-The kernel names used below (affine_forward, mse_loss, ...) are not imported: `for_backend` binds
-them to one backend's kernels (the names in OPS).
+These functions are plain Python over flat arrays, integer layouts and two named records, in the
+subset Numba compiles. `for_backend("cpu")` compiles them with Numba against the fused CPU
+kernels, so a run of minibatch steps (gather, forward, backward, optimizer update) is one compiled
+call over workspaces allocated once; `"numpy"` runs the same code in Python over the naive
+reference (the baseline), `"cuda"` over the GPU kernels and CuPy arrays.
 
 Conventions: `params`/`grads` are flat buffers; `layout[l] = (W offset, out, in, b offset)`;
-`acts[l]` is layer l's activation code; `work` is one flat float buffer and `plan[s]` the offset of
-workspace slot s in it (layer l's output is slot N_SLOTS + l).
+`acts[l]` is layer l's activation code. Two records cross into compiled code, each a one-element
+NumPy structured array (as cheap to pass as any array; `config[0].l1` reads a field):
+- `config` (CONFIG): what the passes compute (loss, L1 weight, noise, optimizer, ...);
+- `plan` (PLAN): where each workspace slot starts in the flat buffer `work`, for up to `rows` rows.
+Every entry point (`train_steps`, `encode_into`, `layers_into`, `heads_into`, `objective_rows`)
+checks the shapes it is handed against the layout and the plan before touching memory: compiled
+code does not trust its caller.
+
+The kernel names below (affine_forward, mse_loss, ...) are bound per backend in one place:
+`for_backend` puts the functions named in OPS, taken from that backend's kernel module
+(fastae.kernels.cpu, .reference_out or .gpu), into the engine's namespace.
 """
 import functools
 import types
 
+import numpy as np
+
 from .kernels import elementwise as ew
 
 LINEAR = ew.LINEAR
-
-# cfg_i entries
-I_SPLIT, I_LOSS, I_NONNEG, I_NOISE_KIND, I_OPT, I_SAMPLES, I_OUT_ACT = range(7)
-# cfg_f entries
-F_L1, F_NOISE, F_LR, F_BETA_1, F_BETA_2, F_EPSILON, F_MOMENTUM, F_BETA, F_LOSS_SCALE = range(9)
 MSE, BCE = 0, 1
 ADAM, SGD = 0, 1
-# workspace slots
-(S_DELTA, S_DY_A, S_DY_B, S_CODE, S_NOISY, S_BATCH, S_ROWS, S_GRAD_OUT, S_MU_REP, S_LV_REP, S_Z,
- S_KL, S_DMU_REP, S_DLV_REP, S_DHEADS, S_TARGET, S_SCRATCH) = range(17)
-N_SLOTS = 17
+MAX_LAYERS = 64  # layer output slots a plan can hold
+
+CONFIG = np.dtype([
+    ("split", np.int64),        # index of the code layer (AE) or of the fused [mu | logvar] heads (VAE)
+    ("loss", np.int64),         # MSE or BCE (BCE from logits)
+    ("out_act", np.int64),      # activation of the last layer in the objective (LINEAR for logits)
+    ("nonneg", np.bool_),       # the L1 prox keeps codes >= 0 (relu code layer)
+    ("l1", np.float64),         # L1 weight on the code (0: no prox)
+    ("noise", np.float64),      # denoising corruption level (0: none; always 0 for inference)
+    ("noise_kind", np.int64),   # 0 gaussian, 1 mask
+    ("samples", np.int64),      # VAE draws per row, stacked as rows
+    ("beta", np.float64),       # VAE KL weight
+    ("loss_scale", np.float64), # 1, or 0.5 for the gaussian likelihood
+    ("optimizer", np.int64),    # ADAM or SGD
+    ("lr", np.float64), ("beta_1", np.float64), ("beta_2", np.float64), ("epsilon", np.float64),
+    ("momentum", np.float64),
+], align=True)
+
+SLOTS = ("delta", "dy_a", "dy_b", "code", "noisy", "batch", "rows_out", "grad_out", "mu_rep", "lv_rep",
+         "z", "kl", "dmu_rep", "dlv_rep", "dheads", "target", "scratch")
+PLAN = np.dtype([("rows", np.int64), ("size", np.int64), ("samples", np.int64)]
+                + [(name, np.int64) for name in SLOTS]
+                + [("layer_out", np.int64, (MAX_LAYERS,)), ("scratch_end", np.int64)], align=True)
+
+
+def record(dtype, **fields):
+    """A one-element structured array of `dtype` with `fields` set (the rest zero)."""
+    rec = np.zeros(1, dtype)
+    for name, value in fields.items():
+        rec[name] = value
+    return rec
 
 
 def view(work, offset, rows, cols):
@@ -41,218 +71,336 @@ def layer(params, layout, l):
     return params[w:w + out * inp].reshape((out, inp)), params[b:b + out]
 
 
-def scratch(work, plan):
+def scratch(work, p):
     """The kernels' per-row scratch (loss terms, noise rows): part of the workspace, so a step
     allocates nothing."""
-    return work[plan[S_SCRATCH]:plan[S_SCRATCH + 1]]
+    return work[p.scratch:p.scratch_end]
 
 
-def layer_out(work, plan, layout, l, n):
-    return view(work, plan[N_SLOTS + l], n, layout[l, 1])
+def layer_out(work, p, layout, l, n):
+    return view(work, p.layer_out[l], n, layout[l, 1])
 
 
-def forward_layers(params, layout, acts, first, last, x, work, plan, n, last_act):
+# ---- boundary checks: every entry point runs these before it reads or writes anything
+
+def check_network(params, grads, layout, acts):
+    if layout.shape[0] < 1 or layout.shape[0] > MAX_LAYERS or layout.shape[1] != 4:
+        raise ValueError("layout must be (layers, 4) with at most MAX_LAYERS layers")
+    if acts.shape[0] != layout.shape[0]:
+        raise ValueError("acts must have one activation per layer")
+    for l in range(layout.shape[0]):
+        w, out, inp, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+        if out < 1 or inp < 1 or w < 0 or b < w + out * inp or b + out > params.size:
+            raise ValueError("layout does not fit the parameter buffer")
+    if grads.size != params.size:
+        raise ValueError("grads must have the size of params")
+
+
+def check_chain(layout, first, last):
+    """Layers first .. last - 1 exist and each takes the previous one's output."""
+    if first < 0 or last > layout.shape[0] or first >= last:
+        raise ValueError("no such layers")
+    for l in range(first + 1, last):
+        if layout[l, 2] != layout[l - 1, 1]:
+            raise ValueError("layer widths do not chain")
+
+
+def check_model(layout, c, is_vae):
+    """The encoder and the decoder chain, and the code (or z) fits the decoder's input."""
+    if c.split < 0 or c.split + 1 >= layout.shape[0] or c.samples < 1:
+        raise ValueError("config does not match the layout")
+    check_chain(layout, 0, c.split + 1)
+    check_chain(layout, c.split + 1, layout.shape[0])
+    code = layout[c.split, 1] // 2 if is_vae else layout[c.split, 1]
+    if layout[c.split + 1, 2] != code or (is_vae and layout[c.split, 1] % 2 != 0):
+        raise ValueError("the code layer does not fit the decoder")
+    if layout[layout.shape[0] - 1, 1] != layout[0, 2]:
+        raise ValueError("the output width differs from the input width")
+
+
+def check_plan(work, p, layout, n):
+    if n < 0 or n > p.rows * p.samples or p.size > work.size or p.scratch_end > work.size:
+        raise ValueError("the workspace is too small for this many rows")
+    for l in range(layout.shape[0]):
+        if p.layer_out[l] + n * layout[l, 1] > work.size:
+            raise ValueError("the workspace is too small for this layout")
+
+
+def check_rows(x, n_features):
+    if x.shape[1] != n_features:
+        raise ValueError("x has the wrong number of columns for this model")
+
+
+def check_out(out, n, cols):
+    if out.shape[0] != n or out.shape[1] != cols:
+        raise ValueError("out has the wrong shape for this model")
+
+
+# ---- the passes
+
+def forward_layers(params, layout, acts, first, last, x, work, p, n, last_act):
     """Layers first .. last - 1 on the n rows of x; the last one uses `last_act` (LINEAR gives
     logits). Each output stays in its slot for the backward pass; returns the last."""
     W, b = layer(params, layout, first)
-    y = layer_out(work, plan, layout, first, n)
+    y = layer_out(work, p, layout, first, n)
     affine_forward(x, W, b, acts[first] if first < last - 1 else last_act, y)
     for l in range(first + 1, last):
         W, b = layer(params, layout, l)
-        h = layer_out(work, plan, layout, l - 1, n)
-        y = layer_out(work, plan, layout, l, n)
+        h = layer_out(work, p, layout, l - 1, n)
+        y = layer_out(work, p, layout, l, n)
         affine_forward(h, W, b, acts[l] if l < last - 1 else last_act, y)
     return y
 
 
-def backward_layers(params, grads, layout, acts, first, last, x, work, plan, n, dy, last_act,
+def backward_layers(params, grads, layout, acts, first, last, x, work, p, n, dy, last_act,
                     need_dx, write_a):
     """Backpropagate dy (the gradient at layer last - 1's output) down to layer `first`, whose
     input was x, writing the weight gradients into `grads`. Input gradients alternate between
-    slots DY_A and DY_B, starting with A if `write_a`; returns (dx of layer first, whether it is
-    in A). With need_dx False the first layer's dx is skipped."""
+    slots dy_a and dy_b, starting with a if `write_a`; returns (dx of layer first, whether it is
+    in a). With need_dx False the first layer's dx is skipped."""
     current = dy
     in_a = not write_a
     for l in range(last - 1, first - 1, -1):
         W, b = layer(params, layout, l)
         dW, db = layer(grads, layout, l)
-        y = layer_out(work, plan, layout, l, n)
+        y = layer_out(work, p, layout, l, n)
         act = acts[l] if l < last - 1 else last_act
-        delta = current if act == LINEAR else view(work, plan[S_DELTA], n, layout[l, 1])
+        delta = current if act == LINEAR else view(work, p.delta, n, layout[l, 1])
         in_a = not in_a
         rows = n if (l > first or need_dx) else 0
-        dx = view(work, plan[S_DY_A] if in_a else plan[S_DY_B], rows, layout[l, 2])
+        dx = view(work, p.dy_a if in_a else p.dy_b, rows, layout[l, 2])
         if l > first:
-            affine_backward(current, layer_out(work, plan, layout, l - 1, n), y, W, act, delta, dx, dW, db)
+            affine_backward(current, layer_out(work, p, layout, l - 1, n), y, W, act, delta, dx, dW, db)
         else:
             affine_backward(current, x, y, W, act, delta, dx, dW, db)
         current = dx
     return current, in_a
 
 
-def optimizer_update(params, grads, opt_a, opt_b, cfg_f, cfg_i, step):
-    if cfg_i[I_OPT] == ADAM:
-        adam_step(params, grads, opt_a, opt_b, step, cfg_f[F_LR], cfg_f[F_BETA_1], cfg_f[F_BETA_2],
-                  cfg_f[F_EPSILON])
+def optimizer_update(params, grads, opt_a, opt_b, c, step):
+    """One update; returns whether every parameter and moment is still finite."""
+    if c.optimizer == ADAM:
+        ok = adam_step(params, grads, opt_a, opt_b, step, c.lr, c.beta_1, c.beta_2, c.epsilon)
     else:
-        sgd_step(params, grads, opt_a, cfg_f[F_LR], cfg_f[F_MOMENTUM])
+        ok = sgd_step(params, grads, opt_a, c.lr, c.momentum)
+    return ok is None or ok  # TEMPORARY until the kernels return their flag
 
 
-def reconstruction_loss(out, target, n, work, plan, cfg_f, cfg_i):
-    """Per-row reconstruction loss into slot ROWS and its gradient into GRAD_OUT."""
-    rows = work[plan[S_ROWS]:plan[S_ROWS] + n]
-    grad = view(work, plan[S_GRAD_OUT], n, out.shape[1])
-    if cfg_i[I_LOSS] == MSE:
-        mse_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad, scratch(work, plan))
+def reconstruction_loss(out, target, n, work, p, c):
+    """Per-row reconstruction loss into slot rows_out and its gradient into grad_out."""
+    rows = work[p.rows_out:p.rows_out + n]
+    grad = view(work, p.grad_out, n, out.shape[1])
+    if c.loss == MSE:
+        mse_loss(out, target, c.loss_scale, rows, grad, scratch(work, p))
     else:
-        bce_logits_loss(out, target, cfg_f[F_LOSS_SCALE], rows, grad, scratch(work, plan))
+        bce_logits_loss(out, target, c.loss_scale, rows, grad, scratch(work, p))
     return rows, grad
 
 
 # ---- Autoencoder: layers 0 .. split are the encoder (split = the code layer), then the decoder.
 
-def ae_code(params, layout, acts, work, plan, x, n, cfg_f, cfg_i):
-    """Encoder (and the L1 prox) on n rows; returns the code (slot CODE when prox applies)."""
-    split = cfg_i[I_SPLIT]
-    v = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
-    if cfg_f[F_L1] > 0:
-        code = view(work, plan[S_CODE], n, layout[split, 1])
-        l1_prox(v.ravel(), cfg_f[F_L1], cfg_i[I_NONNEG] != 0, code.ravel())
+def ae_code(params, layout, acts, work, p, x, n, c):
+    """Encoder (and the L1 prox) on n rows; returns the code (slot `code` when prox applies)."""
+    v = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
+    if c.l1 > 0:
+        code = view(work, p.code, n, layout[c.split, 1])
+        l1_prox(v.ravel(), c.l1, c.nonneg, code.ravel())
         return code
     return v
 
 
-def ae_objective(params, grads, layout, acts, work, plan, x, target, n, cfg_f, cfg_i, with_grads):
+def ae_objective(params, grads, layout, acts, work, p, x, target, n, c, with_grads):
     """Sum over the n rows of the objective (reconstruction + L1 penalty on the code); with
     `with_grads` also writes the gradient of its mean into `grads`."""
-    split, last = cfg_i[I_SPLIT], layout.shape[0]
-    code = ae_code(params, layout, acts, work, plan, x, n, cfg_f, cfg_i)
-    out = forward_layers(params, layout, acts, split + 1, last, code, work, plan, n, cfg_i[I_OUT_ACT])
-    rows, grad = reconstruction_loss(out, target, n, work, plan, cfg_f, cfg_i)
-    lam = cfg_f[F_L1]
-    if lam > 0:
-        l1_penalty_rows(code, lam, rows)
+    split, last = c.split, layout.shape[0]
+    code = ae_code(params, layout, acts, work, p, x, n, c)
+    out = forward_layers(params, layout, acts, split + 1, last, code, work, p, n, c.out_act)
+    rows, grad = reconstruction_loss(out, target, n, work, p, c)
+    if c.l1 > 0:
+        l1_penalty_rows(code, c.l1, rows)
     total = row_sum(rows)
     if with_grads:
-        dcode, in_a = backward_layers(params, grads, layout, acts, split + 1, last, code, work, plan, n,
-                                      grad, cfg_i[I_OUT_ACT], True, True)
-        if lam > 0:
-            l1_code_grad(dcode, code, lam / n, dcode)
-        backward_layers(params, grads, layout, acts, 0, split + 1, x, work, plan, n, dcode, acts[split],
+        dcode, in_a = backward_layers(params, grads, layout, acts, split + 1, last, code, work, p, n,
+                                      grad, c.out_act, True, True)
+        if c.l1 > 0:
+            l1_code_grad(dcode, code, c.l1 / n, dcode)
+        backward_layers(params, grads, layout, acts, 0, split + 1, x, work, p, n, dcode, acts[split],
                         False, not in_a)
     return total
 
 
-def encode_into(params, layout, acts, work, plan, x, n, cfg_f, cfg_i, out):
-    """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder)."""
-    split = cfg_i[I_SPLIT]
-    if cfg_f[F_L1] > 0:
-        v = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
-        l1_prox(v.ravel(), cfg_f[F_L1], cfg_i[I_NONNEG] != 0, out.ravel())
-    else:
-        out[:, :] = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, acts[split])
-
-
-def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
-    """Layers first .. last - 1 (each with its own activation) on n rows, written into `out`."""
-    out[:, :] = forward_layers(params, layout, acts, first, last, x, work, plan, n, acts[last - 1])
-
-
-def heads_into(params, layout, acts, work, plan, x, n, cfg_i, mu, logvar):
-    """VAE encoder: mu and logvar of n rows, written into the given arrays."""
-    m, lv = vae_heads(params, layout, acts, work, plan, x, n, cfg_i)
-    mu[:, :] = m
-    logvar[:, :] = lv
-
-
 # ---- VAE: layers 0 .. split - 1 are the trunk, layer split the two heads [mu | logvar] fused
-# into one affine layer, then the decoder. n_samples draws are stacked as extra rows.
+# into one affine layer, then the decoder. `samples` draws are stacked as extra rows.
 
-def vae_heads(params, layout, acts, work, plan, x, n, cfg_i):
-    split = cfg_i[I_SPLIT]
-    heads = forward_layers(params, layout, acts, 0, split + 1, x, work, plan, n, LINEAR)
-    k = layout[split, 1] // 2
+def vae_heads(params, layout, acts, work, p, x, n, c):
+    heads = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, LINEAR)
+    k = layout[c.split, 1] // 2
     return heads[:, :k], heads[:, k:]
 
 
-def vae_objective(params, grads, layout, acts, work, plan, x, n, cfg_f, cfg_i, eps, has_eps, key,
-                  with_grads):
+def vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, key, with_grads):
     """Sum over the n rows of (1/S) sum_s -log p(x | z_s) + beta * KL(q(z | x) || N(0, I)), z_s
-    from eps (S * n rows, sample-major) or from the stream `key`; slot ROWS gets the per-row
-    reconstruction terms, KL the per-row KL. With `with_grads` the gradient of the mean goes
+    from eps (S * n rows, sample-major) or from the stream `key`; slot rows_out gets the per-row
+    reconstruction terms, kl the per-row KL. With `with_grads` the gradient of the mean goes
     into `grads`."""
-    split, last, samples = cfg_i[I_SPLIT], layout.shape[0], cfg_i[I_SAMPLES]
+    split, last, samples = c.split, layout.shape[0], c.samples
     k = layout[split, 1] // 2
     stacked = n * samples
-    mu, logvar = vae_heads(params, layout, acts, work, plan, x, n, cfg_i)
-    mu_rep = view(work, plan[S_MU_REP], stacked, k)
-    lv_rep = view(work, plan[S_LV_REP], stacked, k)
+    mu, logvar = vae_heads(params, layout, acts, work, p, x, n, c)
+    mu_rep = view(work, p.mu_rep, stacked, k)
+    lv_rep = view(work, p.lv_rep, stacked, k)
     repeat_rows(mu, samples, mu_rep)
     repeat_rows(logvar, samples, lv_rep)
-    z = view(work, plan[S_Z], stacked, k)
-    kl = work[plan[S_KL]:plan[S_KL] + stacked]
-    reparam_forward(mu_rep, lv_rep, eps, has_eps, key, z, kl, scratch(work, plan))
-    out = forward_layers(params, layout, acts, split + 1, last, z, work, plan, stacked, cfg_i[I_OUT_ACT])
+    z = view(work, p.z, stacked, k)
+    kl = work[p.kl:p.kl + stacked]
+    reparam_forward(mu_rep, lv_rep, eps, has_eps, key, z, kl, scratch(work, p))
+    out = forward_layers(params, layout, acts, split + 1, last, z, work, p, stacked, c.out_act)
     target = x
     if samples > 1:
-        target = view(work, plan[S_TARGET], stacked, x.shape[1])
+        target = view(work, p.target, stacked, x.shape[1])
         repeat_rows(x, samples, target)
-    rows, grad = reconstruction_loss(out, target, stacked, work, plan, cfg_f, cfg_i)
-    beta = cfg_f[F_BETA]
-    total = row_sum(rows) / samples + beta * row_sum(kl[:n])
+    rows, grad = reconstruction_loss(out, target, stacked, work, p, c)
+    total = row_sum(rows) / samples + c.beta * row_sum(kl[:n])
     if with_grads:
-        dz, in_a = backward_layers(params, grads, layout, acts, split + 1, last, z, work, plan, stacked,
-                                   grad, cfg_i[I_OUT_ACT], True, True)
-        dmu_rep = view(work, plan[S_DMU_REP], stacked, k)
-        dlv_rep = view(work, plan[S_DLV_REP], stacked, k)
+        dz, in_a = backward_layers(params, grads, layout, acts, split + 1, last, z, work, p, stacked,
+                                   grad, c.out_act, True, True)
+        dmu_rep = view(work, p.dmu_rep, stacked, k)
+        dlv_rep = view(work, p.dlv_rep, stacked, k)
         # the kernels give gradients of f(z) + beta' * sum(kl) over all S * n stacked rows;
         # the objective is a mean over n rows of beta * KL: beta' = beta / (S * n)
-        reparam_backward(dz, mu_rep, lv_rep, eps, has_eps, key, beta / stacked, dmu_rep, dlv_rep,
-                         scratch(work, plan))
-        dheads = view(work, plan[S_DHEADS], n, 2 * k)
+        reparam_backward(dz, mu_rep, lv_rep, eps, has_eps, key, c.beta / stacked, dmu_rep, dlv_rep,
+                         scratch(work, p))
+        dheads = view(work, p.dheads, n, 2 * k)
         fold_rows(dmu_rep, samples, dheads[:, :k])
         fold_rows(dlv_rep, samples, dheads[:, k:])
-        backward_layers(params, grads, layout, acts, 0, split + 1, x, work, plan, n, dheads, LINEAR,
+        backward_layers(params, grads, layout, acts, 0, split + 1, x, work, p, n, dheads, LINEAR,
                         False, True)
     return total
 
 
-def train_epoch(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, cfg_f,
-                cfg_i, keys, first_step, is_vae, eps_placeholder):
-    """One pass over X in the order `index`: per minibatch a gather into the workspace, (the
-    denoising corruption), forward, backward and optimizer update. Step b draws its noise from
-    keys[b]. Returns the sum of the per-row objectives."""
-    total = 0.0
+# ---- entry points (called from Python; each checks what it is handed)
+
+def train_steps(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
+                first_batch, stop_batch, config, keys, first_step, is_vae, eps_placeholder, totals):
+    """Minibatches first_batch .. stop_batch - 1 of one pass over X in the order `index`: per
+    minibatch a gather into the workspace, (the denoising corruption), forward, backward and
+    optimizer update. Step b draws its noise from keys[b]; totals[b] gets its summed objective.
+    Returns the number of steps whose update left every weight and moment finite (it stops at
+    the first that did not)."""
+    p, c = plan[0], config[0]
+    check_network(params, grads, layout, acts)
     n_rows, dim = X.shape
-    for b in range((n_rows + batch_size - 1) // batch_size):
+    steps = (index.shape[0] + batch_size - 1) // batch_size
+    if (opt_a.size != params.size or opt_b.size != params.size or layout[0, 2] != dim
+            or min(batch_size, index.shape[0]) > p.rows or batch_size < 1 or first_batch < 0 or stop_batch > steps or keys.shape[0] < steps
+            or totals.shape[0] < steps):
+        raise ValueError("train_steps: arguments do not match the network")
+    check_model(layout, c, is_vae)
+    check_plan(work, p, layout, min(batch_size, index.shape[0]) * c.samples)
+    lo, hi = first_batch * batch_size, min(stop_batch * batch_size, index.shape[0])
+    if hi > lo and (index[lo:hi].min() < 0 or index[lo:hi].max() >= n_rows):
+        raise ValueError("train_steps: row index out of range")
+    for b in range(first_batch, stop_batch):
         start = b * batch_size
-        n = min(batch_size, n_rows - start)
-        batch = view(work, plan[S_BATCH], n, dim)
+        n = min(batch_size, index.shape[0] - start)
+        batch = view(work, p.batch, n, dim)
         gather_rows(X, index, start, batch)
         if is_vae:
-            total += vae_objective(params, grads, layout, acts, work, plan, batch, n, cfg_f, cfg_i,
-                                   eps_placeholder, False, keys[b], True)
-        elif cfg_f[F_NOISE] > 0:
-            noisy = view(work, plan[S_NOISY], n, dim)
-            corrupt(batch, cfg_f[F_NOISE], cfg_i[I_NOISE_KIND], keys[b], noisy)
-            total += ae_objective(params, grads, layout, acts, work, plan, noisy, batch, n, cfg_f, cfg_i, True)
+            total = vae_objective(params, grads, layout, acts, work, p, batch, n, c, eps_placeholder,
+                                  False, keys[b], True)
+        elif c.noise > 0:
+            noisy = view(work, p.noisy, n, dim)
+            corrupt(batch, c.noise, c.noise_kind, keys[b], noisy)
+            total = ae_objective(params, grads, layout, acts, work, p, noisy, batch, n, c, True)
         else:
-            total += ae_objective(params, grads, layout, acts, work, plan, batch, batch, n, cfg_f, cfg_i, True)
-        optimizer_update(params, grads, opt_a, opt_b, cfg_f, cfg_i, first_step + b + 1)
+            total = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, True)
+        totals[b] = total
+        if not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
+            return b - first_batch
+    return stop_batch - first_batch
+
+
+def encode_into(params, layout, acts, work, plan, x, n, config, out):
+    """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder)."""
+    p, c = plan[0], config[0]
+    check_network(params, params, layout, acts)
+    check_model(layout, c, False)
+    check_rows(x, layout[0, 2])
+    check_plan(work, p, layout, n)
+    check_out(out, n, layout[c.split, 1])
+    if c.l1 > 0:
+        v = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
+        l1_prox(v.ravel(), c.l1, c.nonneg, out.ravel())
+    else:
+        out[:, :] = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
+
+
+def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
+    """Layers first .. last - 1 (each with its own activation) on n rows, written into `out`."""
+    p = plan[0]
+    check_network(params, params, layout, acts)
+    check_chain(layout, first, last)
+    check_rows(x, layout[first, 2])
+    check_plan(work, p, layout, n)
+    check_out(out, n, layout[last - 1, 1])
+    out[:, :] = forward_layers(params, layout, acts, first, last, x, work, p, n, acts[last - 1])
+
+
+def heads_into(params, layout, acts, work, plan, x, n, config, mu, logvar):
+    """VAE encoder: mu and logvar of n rows, written into the given arrays."""
+    p, c = plan[0], config[0]
+    check_network(params, params, layout, acts)
+    check_model(layout, c, True)
+    check_rows(x, layout[0, 2])
+    check_plan(work, p, layout, n)
+    k = layout[c.split, 1] // 2
+    check_out(mu, n, k)
+    check_out(logvar, n, k)
+    m, lv = vae_heads(params, layout, acts, work, p, x, n, c)
+    mu[:, :] = m
+    logvar[:, :] = lv
+
+
+def objective_rows(params, grads, layout, acts, work, plan, x, n, config, is_vae, eps, has_eps, key,
+                   with_grads, rec_rows, kl_rows):
+    """The per-row objective terms of n rows without noise (AE) or with eps / the stream `key`
+    (VAE): rec_rows[:samples * n] the reconstruction terms, kl_rows[:n] the KL (VAE); returns
+    their total. With `with_grads` the gradient of the mean goes into `grads`."""
+    p, c = plan[0], config[0]
+    check_network(params, grads, layout, acts)
+    check_model(layout, c, is_vae)
+    check_rows(x, layout[0, 2])
+    check_plan(work, p, layout, n * c.samples)
+    if rec_rows.shape[0] < n * c.samples or kl_rows.shape[0] < n:
+        raise ValueError("objective_rows: result buffers too small")
+    if is_vae:
+        k = layout[c.split, 1] // 2
+        if has_eps and (eps.shape[0] != n * c.samples or eps.shape[1] != k):
+            raise ValueError("objective_rows: eps has the wrong shape")
+        total = vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, key, with_grads)
+        kl_rows[:n] = work[p.kl:p.kl + n]
+    else:
+        total = ae_objective(params, grads, layout, acts, work, p, x, x, n, c, with_grads)
+    rec_rows[:n * c.samples] = work[p.rows_out:p.rows_out + n * c.samples]
     return total
 
 
-ENGINE = ("view", "layer", "scratch", "layer_out", "forward_layers", "backward_layers", "optimizer_update",
-          "reconstruction_loss", "ae_code", "ae_objective", "encode_into", "layers_into",
-          "vae_heads", "heads_into", "vae_objective", "train_epoch")
+ENGINE = ("view", "layer", "scratch", "layer_out", "check_network", "check_chain", "check_model", "check_plan", "check_rows",
+          "check_out", "forward_layers", "backward_layers", "optimizer_update", "reconstruction_loss",
+          "ae_code", "ae_objective", "vae_heads", "vae_objective", "train_steps", "encode_into",
+          "layers_into", "heads_into", "objective_rows")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
        "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")
+ENTRY_POINTS = ("train_steps", "encode_into", "layers_into", "heads_into", "objective_rows")
 
 
 @functools.lru_cache(maxsize=None)
 def for_backend(backend):
-    """The engine functions bound to one backend's kernels (compiled with Numba for "cpu")."""
+    """The engine functions bound to one backend's kernels (compiled with Numba for "cpu").
+
+    On Python backends the records are handed over as `np.recarray` views, so that `plan[0].z`
+    reads a field there as it does in compiled code."""
     from .kernels import backend as _backend
     ops = _backend.module("numpy_out" if backend == "numpy" else backend)
     if backend == "cpu":
@@ -266,4 +414,14 @@ def for_backend(backend):
     for name in ENGINE:
         fn = globals()[name]
         namespace[name] = jit(types.FunctionType(fn.__code__, namespace, name, fn.__defaults__))
-    return types.SimpleNamespace(**{name: namespace[name] for name in ENGINE})
+    entries = {name: namespace[name] for name in ENTRY_POINTS}
+    if backend != "cpu":
+        entries = {name: _with_recarrays(fn) for name, fn in entries.items()}
+    return types.SimpleNamespace(**entries)
+
+
+def _with_recarrays(fn):
+    def call(*args):
+        return fn(*(a.view(np.recarray) if isinstance(a, np.ndarray) and a.dtype in (CONFIG, PLAN) else a
+                    for a in args))
+    return call

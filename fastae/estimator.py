@@ -1,19 +1,22 @@
-"""What every fastae model shares: scikit-learn-style parameters, and for the neural models the
-training loop (epochs, shuffling, validation, early stopping, history, callback, progress bar,
-divergence guard). The math lives in `engine.py`; the models only describe their networks."""
+"""What every fastae model shares: scikit-learn-style parameters (this module), and for the
+neural models the orchestration of a fit: check every parameter from one table, build the
+starting state aside, let the Trainer run, keep what it commits. The fitted network itself is a
+`FittedModel` (fitted.py); training is `training.py`; the math is `engine.py`."""
 import inspect
-import threading
-import time
 
 import numpy as np
 
-from . import engine, validation
+from . import validation
+from .fitted import FittedModel, Spec, TrainState
 from .kernels import backend as _backend
-from .kernels import elementwise as ew
+from .training import Trainer, initial_state
 
 
 class Estimator:
-    """get_params / set_params / repr from the constructor's signature, as scikit-learn's."""
+    """get_params / set_params / repr from the constructor's signature, as scikit-learn's.
+    Parameters are only stored; they are read by `fit` and by nothing else."""
+
+    _fitted = None
 
     @classmethod
     def _param_names(cls):
@@ -23,6 +26,7 @@ class Estimator:
         return {name: getattr(self, name) for name in self._param_names()}
 
     def set_params(self, **params):
+        """Set constructor parameters; a fitted model is unchanged until the next fit."""
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -43,11 +47,14 @@ class Estimator:
                     transformer_tags=TransformerTags(preserves_dtype=[]), requires_fit=True)
 
     def __sklearn_is_fitted__(self):
-        return hasattr(self, "n_features_in_")
+        return self._fitted is not None
 
-    def _check_fitted(self):
-        if not self.__sklearn_is_fitted__():
+    def _state(self):
+        """The fitted state, read once per call (a concurrent fit swaps in a new one)."""
+        state = self._fitted
+        if state is None:
             raise validation.NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit first")
+        return state
 
     def save(self, path):
         """Write the model to one .npz file at exactly `path` (no pickle); read it with fastae.load."""
@@ -55,13 +62,21 @@ class Estimator:
         save(self, path)
 
     def fit_transform(self, X, y=None, **fit_params):
-        return self.fit(X, **fit_params).transform(X)
+        return self.fit(X, y, **fit_params).transform(X)
+
+    @property
+    def n_features_in_(self):
+        return self._state().spec.n_features if self._fitted is not None else _missing(self, "n_features_in_")
 
 
-def _result_array(out, shape, dtype, xp):
-    """The caller's checked `out=`, or a new result array."""
+def _missing(estimator, name):
+    raise AttributeError(f"{type(estimator).__name__} has no attribute {name!r} before fit")
+
+
+def result_array(out, shape, dtype, xp):
+    """The caller's checked `out=`, or None for a new result array."""
     if out is None:
-        return xp.empty(shape, dtype)
+        return None
     if not isinstance(out, xp.ndarray):  # the kernels write into it on the model's backend
         raise TypeError(f"out must be a {xp.__name__} array for this model's backend, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
@@ -86,8 +101,8 @@ def _same(a, b):
 
 
 def _validation_rows(y, X_val):
-    """fit(X, y=None, X_val=None): the second positional argument is the validation rows (2-D, as
-    in the API) or scikit-learn's y (1-D, passed by Pipeline and GridSearchCV; ignored)."""
+    """fit(X, y=None, X_val=None): the second positional argument is the validation rows (2-D) or
+    scikit-learn's y (1-D, passed by Pipeline and GridSearchCV; ignored)."""
     if X_val is not None:
         return X_val
     if y is not None and np.asarray(y).ndim == 2:
@@ -96,285 +111,150 @@ def _validation_rows(y, X_val):
 
 
 class NeuralEstimator(Estimator):
-    """The training loop shared by Autoencoder and VAE. Subclasses provide `_check_params`,
-    `_build_network`, `_epoch` and `_objective_rows`."""
+    """fit / partial_fit and inference for Autoencoder and VAE. Subclasses give `_TABLE` (their
+    parameter table) and `_spec(params, n_features)`."""
 
-    _TRAINING = dict(optimizer="adam", lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, momentum=0.9,
-                     batch_size=128, epochs=10, shuffle=True, early_stopping=False,
-                     validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, warm_start=False,
-                     callback=None, seed=None, backend="auto", dtype="float32", verbose=False)
-
-    # ---- parameters
-    def _check_training_params(self):
-        v = validation
-        self._opt_code = {"adam": engine.ADAM, "sgd": engine.SGD}[v.one_of(self.optimizer, "optimizer", ("adam", "sgd"))]
-        self._lr = v.real(self.lr, "lr", 0, low_open=True)
-        self._beta_1 = v.real(self.beta_1, "beta_1", 0, 1, high_open=True)
-        self._beta_2 = v.real(self.beta_2, "beta_2", 0, 1, high_open=True)
-        self._epsilon = v.real(self.epsilon, "epsilon", 0, low_open=True)
-        self._momentum = v.real(self.momentum, "momentum", 0, 1)
-        v.integer(self.batch_size, "batch_size", 1)
-        v.integer(self.epochs, "epochs", 1)
-        v.boolean(self.shuffle, "shuffle")
-        v.boolean(self.early_stopping, "early_stopping")
-        v.real(self.validation_fraction, "validation_fraction", 0, 1, low_open=True, high_open=True)
-        v.integer(self.n_iter_no_change, "n_iter_no_change", 1)
-        v.real(self.tol, "tol", 0)
-        v.boolean(self.warm_start, "warm_start")
-        if self.callback is not None and not callable(self.callback):
-            raise ValueError(f"callback must be None or callable(model, epoch, logs), got {self.callback!r}")
-        v.seed(self.seed)
-        self._dtype = v.dtype(self.dtype)
-        self._backend_name = _backend.resolve(v.one_of(self.backend, "backend", ("auto", "cpu", "numpy", "cuda")))
-        self._check_params()
-        # inference caches hold a config and workspaces for the previous parameters
-        self._local = threading.local()
+    # ---- fitted attributes: read from the fitted state only
+    @property
+    def t_(self):
+        return self._state().train.t if self._fitted is not None else _missing(self, "t_")
 
     @property
-    def _xp(self):
-        """The array module of the backend (a property: modules do not pickle)."""
-        return _backend.array_module(self._backend_name)
+    def n_iter_(self):
+        return self._state().train.n_iter if self._fitted is not None else _missing(self, "n_iter_")
 
-    # ---- input
-    def _data(self, X, name="X", check_features=True):
-        return validation.data(X, name, self._dtype, self.n_features_in_ if check_features else None,
-                               type(self).__name__, self._xp)
-
-    def _as_caller(self, result, like):
-        """NumPy in, NumPy out: results computed on a GPU go back to the host for NumPy callers."""
-        if self._xp is not np and not _backend.is_cupy(like):
-            return result.get()
-        return result
-
-    # ---- state
-    def _fresh_state(self, n_features):
-        self._rng = np.random.default_rng(self.seed)
-        self.n_features_in_ = n_features
-        self._net = self._build_network(n_features)
-        self._net.init(self._rng, self._xp)
-        self._train_rows = None  # workspaces are sized for one architecture: drop the old ones
-        self._reset_optimizer()
-        self.history_ = {"loss": [], "val_loss": []}
-        self.n_iter_ = 0
-
-    def _reset_optimizer(self):
-        xp, p = self._xp, self._net.n_params
-        self._grads = xp.zeros(p, self._dtype)
-        self._opt_a, self._opt_b = xp.zeros(p, self._dtype), xp.zeros(p, self._dtype)
-        self.t_ = 0  # optimizer steps taken
-
-    def _cfg(self):
-        cfg_f = np.zeros(9)
-        cfg_f[[engine.F_LR, engine.F_BETA_1, engine.F_BETA_2, engine.F_EPSILON, engine.F_MOMENTUM]] = (
-            self._lr, self._beta_1, self._beta_2, self._epsilon, self._momentum)
-        cfg_i = np.zeros(7, dtype=np.int64)
-        cfg_i[engine.I_OPT] = self._opt_code
-        self._fill_cfg(cfg_f, cfg_i)
-        return cfg_f, cfg_i
+    @property
+    def history_(self):
+        if self._fitted is None:
+            _missing(self, "history_")
+        train = self._fitted.train
+        return {"loss": list(train.loss), "val_loss": list(train.val_loss)}
 
     # ---- training
+    def _checked_params(self):
+        p = validation.params(self, self._TABLE)
+        p["backend"] = _backend.resolve(p["backend"])
+        return p
+
+    def _data(self, X, name, dtype, backend, n_features=None):
+        return validation.data(X, name, dtype, n_features, type(self).__name__, _backend.array_module(backend))
+
     def fit(self, X, y=None, X_val=None):
         """Train for `epochs` passes (from fresh weights unless warm_start); returns self.
         X_val (the second positional argument when 2-D) gives val_loss per epoch."""
-        X_val = _validation_rows(y, X_val)
-        self._check_training_params()
-        Xc = validation.data(X, "X", self._dtype, None, type(self).__name__, self._xp)
-        if not (self.warm_start and self.__sklearn_is_fitted__() and self.n_features_in_ == Xc.shape[1]):
-            self._fresh_state(Xc.shape[1])
-        Xv = self._data(X_val, "X_val") if X_val is not None else None
-        if Xv is None and self.early_stopping:
-            if Xc.shape[0] < 2:
-                raise ValueError("early_stopping needs at least 2 rows in X to hold out a validation set")
-            order = self._rng.permutation(Xc.shape[0])
-            n_val = max(1, int(round(self.validation_fraction * Xc.shape[0])))
-            Xv, Xc = Xc[order[:n_val]], Xc[order[n_val:]]
-        self._train(Xc, Xv, self.epochs)
-        return self
+        return self._fit(X, _validation_rows(y, X_val), partial=False)
 
     def partial_fit(self, X, y=None, X_val=None):
-        """One pass over X in minibatches, continuing from the current weights and optimizer state."""
-        X_val = _validation_rows(y, X_val)
-        self._check_training_params()
-        if not self.__sklearn_is_fitted__():
-            Xc = validation.data(X, "X", self._dtype, None, type(self).__name__, self._xp)
-            self._fresh_state(Xc.shape[1])
+        """One pass over X in minibatches, continuing from the fitted weights and optimizer state
+        (the architecture must be unchanged)."""
+        return self._fit(X, _validation_rows(y, X_val), partial=True)
+
+    def _fit(self, X, X_val, partial):
+        # everything is checked before anything changes: a failed check leaves the model as it was
+        p = self._checked_params()
+        Xc = self._data(X, "X", p["dtype"], p["backend"])
+        spec = self._spec(p, Xc.shape[1])
+        Xv = self._data(X_val, "X_val", p["dtype"], p["backend"], Xc.shape[1]) if X_val is not None else None
+        self._check_data(spec, Xc, "X")
+        if Xv is not None:
+            self._check_data(spec, Xv, "X_val")
+        old = self._fitted
+        if old is not None and (partial or p["warm_start"]):
+            if spec.n_features != old.spec.n_features:
+                raise ValueError(f"X has {spec.n_features} features, but {type(self).__name__} is expecting "
+                                 f"{old.spec.n_features} features as input (partial_fit and warm_start continue "
+                                 "the fitted network)")
+            changed = spec.changed_architecture(old.spec)
+            if changed:
+                how = "partial_fit" if partial else "warm_start=True"
+                raise ValueError(f"{how} continues the fitted network, but {', '.join(changed)} changed "
+                                 f"since it was fitted; call fit (with warm_start=False) to start afresh")
+            start = FittedModel(spec, old.params, old.train, old.backend).to_backend(p["backend"])
         else:
-            Xc = self._data(X)
-        self._train(Xc, self._data(X_val, "X_val") if X_val is not None else None, 1)
+            start = initial_state(spec, p["backend"], np.random.default_rng(p["seed"]))
+        rng = np.random.default_rng()
+        rng.bit_generator.state = start.train.rng_state
+        n = Xc.shape[0]
+        train_index, val_index = np.arange(n, dtype=np.int64), None
+        if Xv is None and p["early_stopping"] and not partial:
+            if n < 2:
+                raise ValueError("early_stopping needs at least 2 rows in X to hold out a validation set")
+            order = rng.permutation(n)
+            n_val = max(1, int(round(p["validation_fraction"] * n)))
+            val_index, train_index = order[:n_val], order[n_val:]
+            start = start.replace(rng_state=rng.bit_generator.state)
+
+        def commit(state):
+            self._fitted = state
+        trainer = Trainer(start, p, commit, callback=p["callback"], owner=self, verbose=p["verbose"])
+        trainer.run(Xc, 1 if partial else p["epochs"], train_index, Xv, val_index)
         return self
 
-    def _train(self, X, X_val, epochs):
-        bar = self._progress(epochs)
-        best, best_state, stale = np.inf, None, 0
-        try:
-            for epoch in range(epochs):
-                saved = (self._net.params.copy(), self._opt_a.copy(), self._opt_b.copy(), self.t_)
-                start = time.perf_counter()
-                loss = self._one_pass(X)
-                if not np.isfinite(loss):
-                    self._net.params[...], self._opt_a[...], self._opt_b[...], self.t_ = saved
-                    raise FloatingPointError(
-                        f"training diverged in epoch {self.n_iter_ + 1}: the loss became {loss}; the "
-                        f"learning rate (lr={self.lr}) is likely too high. The weights of the last "
-                        "finite epoch were kept.")
-                self.n_iter_ += 1
-                self.history_["loss"].append(loss)
-                logs = {"loss": loss, "rows_per_s": X.shape[0] / (time.perf_counter() - start)}
-                if X_val is not None:
-                    logs["val_loss"] = -float(self._score_rows(X_val).mean())
-                    self.history_["val_loss"].append(logs["val_loss"])
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                    bar.update(1)
-                if self.early_stopping and X_val is not None:
-                    if logs["val_loss"] < best - self.tol:
-                        best, stale = logs["val_loss"], 0
-                        best_state = (self._net.params.copy(), self._opt_a.copy(), self._opt_b.copy(), self.t_)
-                    else:
-                        stale += 1
-                    if stale >= self.n_iter_no_change:
-                        break
-                if self.callback is not None and self.callback(self, self.n_iter_, dict(logs)) is True:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        if best_state is not None:
-            self._net.params[...], self._opt_a[...], self._opt_b[...], self.t_ = best_state
+    def _check_data(self, spec, Xc, name):
+        """Model-specific checks of training data (VAE: [0, 1] for the bernoulli likelihood)."""
 
-    def _progress(self, epochs):
-        if not self.verbose:
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=epochs, desc=type(self).__name__, unit="epoch")
+    # ---- inference
+    def _rows(self, state, X, name, n_in):
+        """X for inference: a C-contiguous NumPy array of the model dtype on the cpu backend is
+        used as it is after a compiled NaN/inf check; anything else is converted and checked."""
+        if (type(X) is np.ndarray and state.backend == "cpu" and X.dtype == state.dtype and X.ndim == 2
+                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous and X.dtype.isnative):
+            from .kernels import cpu
+            if cpu.all_finite(X.reshape(-1)):
+                return X
+        return validation.data(X, name, state.dtype, n_in, type(self).__name__, state.xp)
 
-    def _one_pass(self, X):
-        """One shuffled pass over X through the engine; the mean per-row objective."""
-        n = X.shape[0]
-        index = self._rng.permutation(n) if self.shuffle else np.arange(n)
-        steps = (n + self.batch_size - 1) // self.batch_size
-        base = np.uint64(self._rng.integers(0, 2 ** 63))
-        with np.errstate(over="ignore"):
-            keys = ew.mix64(base + np.arange(steps, dtype=np.uint64) * ew._GOLDEN)
-        if self._xp is not np:
-            index = self._xp.asarray(index)
-        total = self._epoch(X, index.astype(np.int64) if self._xp is np else index, keys)
-        self.t_ += steps
-        return float(total) / n
+    def _as_caller(self, state, result, like):
+        """NumPy in, NumPy out: results computed on a GPU go back to the host for NumPy callers."""
+        if state.xp is not np and not _backend.is_cupy(like):
+            return result.get()
+        return result
 
-    def _workspace(self, rows):
-        plan, size = self._plan(rows)
-        return self._xp.empty(size, self._dtype), plan
+    def _apply(self, X, name, n_in, n_out, out, run):
+        state = self._state()
+        Xc = self._rows(state, X, name, n_in)
+        target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
+        result = run(state, Xc, target)
+        return self._as_caller(state, result, X) if out is None else out
 
-    def _run_epoch(self, X, index, keys, is_vae, samples=1):
-        """engine.train_epoch over a training workspace kept for the batch size."""
-        rows = min(self.batch_size, X.shape[0])
-        if getattr(self, "_train_rows", None) != (rows, samples):
-            self._train_work, self._train_plan = self._workspace(rows)
-            self._train_rows = (rows, samples)
-        cfg_f, cfg_i = self._cfg()
-        net = self._net
-        placeholder = self._xp.zeros((1, 1), self._dtype)  # eps is drawn in the kernels
-        return engine.for_backend(self._backend_name).train_epoch(
-            net.params, self._grads, self._opt_a, self._opt_b, net.layout, net.acts, self._train_work,
-            self._train_plan, X, index, self.batch_size, cfg_f, cfg_i, keys, self.t_, is_vae, placeholder)
+    def decode(self, Z, out=None):
+        """Reconstructions (n, D) from codes (n, code) or latents (n, latent)."""
+        state = self._state()
+        return self._apply(Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out,
+                           lambda s, z, o: s.decode(z, o))
 
-    def _decode(self, codes, name, out):
-        """The decoder (the layers after the code) on `codes`, in one compiled call per chunk."""
-        self._check_fitted()
-        eng, net = engine.for_backend(self._backend_name), self._net
-        split = len(self._hidden)
-
-        def run(z, work, plan, cfg_f, cfg_i, result):
-            eng.layers_into(net.params, net.layout, net.acts, split + 1, net.n_layers, z, work, plan,
-                            z.shape[0], result)
-        return self._infer(codes, name, int(net.layout[split + 1, 2]), self.n_features_in_, out, run)
+    inverse_transform = decode
 
     def reconstruct(self, X):
         """decode(transform(X)): (n, D)."""
         return self.decode(self.transform(X))
 
-    # ---- inference
-    def _inference_workspace(self, rows):
-        return self._workspace(rows)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("_local", None)  # per-thread inference workspaces are not part of the model
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if "_net" in state:
-            self._local = threading.local()
-
-    def _inference_space(self, rows):
-        """A workspace for `rows` rows and the inference config, cached per thread (so concurrent
-        calls never share a workspace) and per model state."""
-        cache = self._local.__dict__.setdefault("spaces", {})
-        key = (rows, id(self._net))
-        if key not in cache:
-            if len(cache) > 8:
-                cache.clear()
-            cfg_f, cfg_i = self._cfg()
-            self._fill_cfg(cfg_f, cfg_i, training=False)
-            finite = _backend.module("cpu").all_finite if self._backend_name == "cpu" else None
-            cache[key] = self._inference_workspace(rows) + (cfg_f, cfg_i, engine.for_backend(self._backend_name), finite)
-        return cache[key]
-
-    def _fast_rows(self, X, n_features):
-        """The latency path's test: a small C-contiguous NumPy array of the model dtype, on the
-        cpu backend, with no NaN/inf (checked by a compiled pass). Anything else: None."""
-        if (type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.__dict__.get("_dtype")
-                and self.__dict__.get("_backend_name") == "cpu" and "_net" in self.__dict__
-                and X.shape[1] == n_features and 0 < X.shape[0] <= 256 and X.flags.c_contiguous):
-            space = self._inference_space(X.shape[0])
-            if space[5](X.reshape(-1)):
-                return space
-        return None
-
-    def _checked_rows(self, X, name, n_features):
-        """X for inference: the fast path takes a C-contiguous NumPy array of the model dtype as it
-        is (after a compiled NaN/inf check); anything else goes through the full conversion."""
-        if (type(X) is np.ndarray and self._backend_name == "cpu" and X.dtype == self._dtype
-                and X.ndim == 2 and X.shape[1] == n_features and X.shape[0] > 0 and X.flags.c_contiguous):
-            from .kernels import cpu
-            if cpu.all_finite(X.reshape(-1)):
-                return X
-        return validation.data(X, name, self._dtype, n_features, type(self).__name__, self._xp)
-
-    def _infer(self, X, name, n_in, n_out, out, run, chunk=4096):
-        """run(x, work, plan, cfg_f, cfg_i, result_rows) over chunks of the checked rows of X."""
-        self._check_fitted()
-        Xc = self._checked_rows(X, name, n_in)
-        n = Xc.shape[0]
-        result = _result_array(out, (n, n_out), self._dtype, self._xp)
-        rows = min(n, chunk)
-        work, plan, cfg_f, cfg_i = self._inference_space(rows)[:4]
-        for start in range(0, n, rows):
-            x = Xc[start:start + rows]
-            run(x, work, plan, cfg_f, cfg_i, result[start:start + x.shape[0]])
-        return self._as_caller(result, X) if out is None else out
+    def _objective(self, X, **kwargs):
+        state = self._state()
+        Xc = self._rows(state, X, "X", state.spec.n_features)
+        self._check_data(state.spec, Xc, "X")
+        return state, Xc, state.objective_rows(Xc, **kwargs)
 
     # ---- weights
     def get_weights(self):
-        """[(W, b), ...] in forward order, as copies."""
-        self._check_fitted()
-        return [(W.copy(), b.copy()) for W, b in self._public_layers()]
+        """[(W, b), ...] in forward order, as NumPy copies."""
+        state = self._state()
+        return [(state.host(W).copy(), state.host(b).copy()) for W, b in state.layers()]
 
     def set_weights(self, weights):
-        """Set every (W, b) from `weights` (shapes must match the architecture); resets the
-        optimizer state. Works on an unfitted model: sizes are read from the shapes."""
-        self._check_training_params()
+        """A fitted model with every (W, b) from `weights` and fresh optimizer state. On an unfitted
+        model (or one whose input width differs) the architecture is read from the parameters and
+        the input width from the first W."""
+        p = self._checked_params()
         try:
             pairs = [(np.asarray(W), np.asarray(b)) for W, b in weights]
         except (TypeError, ValueError):
             raise ValueError("weights must be a list of (W, b) pairs") from None
         if not pairs or pairs[0][0].ndim != 2:
             raise ValueError("weights must be a non-empty list of (W, b) pairs with 2-D W")
-        if not self.__sklearn_is_fitted__() or self.n_features_in_ != pairs[0][0].shape[1]:
-            self._fresh_state(pairs[0][0].shape[1])
-        targets = self._public_layers()
+        spec = self._spec(p, pairs[0][0].shape[1])
+        base = initial_state(spec, p["backend"], np.random.default_rng(p["seed"]))
+        targets = base.layers()
         if len(pairs) != len(targets):
             raise ValueError(f"weights must hold {len(targets)} (W, b) pairs for this architecture, got {len(pairs)}")
         for i, ((W, b), (tW, tb)) in enumerate(zip(pairs, targets)):
@@ -383,10 +263,14 @@ class NeuralEstimator(Estimator):
             for name, a in (("W", W), ("b", b)):
                 if a.dtype.kind not in "fiu" or not np.isfinite(a).all():
                     raise ValueError(f"weights[{i}] {name} must be finite real numbers")
+        xp = base.xp
         for (W, b), (tW, tb) in zip(pairs, targets):
-            tW[...], tb[...] = self._xp.asarray(W, dtype=self._dtype), self._xp.asarray(b, dtype=self._dtype)
-        self._reset_optimizer()
+            tW[...], tb[...] = xp.asarray(W, dtype=spec.dtype), xp.asarray(b, dtype=spec.dtype)
+        self._fitted = base
         return self
 
-    def _grads_like_weights(self):
-        return [(dW.copy(), db.copy()) for dW, db in self._public_layers(self._grads)]
+    def _grads_like_weights(self, state, grads):
+        return [(state.host(dW).copy(), state.host(db).copy()) for dW, db in state.layers(grads)]
+
+
+__all__ = ["Estimator", "NeuralEstimator", "Spec", "TrainState", "store_params", "result_array"]

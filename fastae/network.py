@@ -43,26 +43,26 @@ class Network:
             b[...] = 0
 
     def plan(self, rows, samples=1, code=0, latent=0):
-        """Offsets of every workspace slot for batches of up to `rows` rows (`samples` stacked
-        draws for a VAE), and the size of the buffer that holds them."""
+        """A workspace plan (engine.PLAN record) for batches of up to `rows` rows (`samples`
+        stacked draws for a VAE), and the size of the buffer that holds it."""
         stacked = rows * samples
         widest = max(max(d) for d in self.dims)
         dim = self.dims[0][0]
-        sizes = {engine.S_DELTA: stacked * widest, engine.S_DY_A: stacked * widest,
-                 engine.S_DY_B: stacked * widest, engine.S_CODE: rows * code,
-                 engine.S_NOISY: rows * dim, engine.S_BATCH: rows * dim, engine.S_ROWS: stacked,
-                 engine.S_GRAD_OUT: stacked * dim, engine.S_MU_REP: stacked * latent,
-                 engine.S_LV_REP: stacked * latent, engine.S_Z: stacked * latent, engine.S_KL: stacked,
-                 engine.S_DMU_REP: stacked * latent, engine.S_DLV_REP: stacked * latent,
-                 engine.S_DHEADS: rows * 2 * latent,
-                 engine.S_TARGET: stacked * dim if samples > 1 else 0,
-                 engine.S_SCRATCH: max(dim, 3 * latent + 2)}
-        sizes.update({engine.N_SLOTS + l: stacked * int(out) for l, out in enumerate(self.layout[:, 1])})
-        plan = np.zeros(engine.N_SLOTS + self.n_layers, dtype=np.int64)
+        sizes = dict(delta=stacked * widest, dy_a=stacked * widest, dy_b=stacked * widest, code=rows * code,
+                     noisy=rows * dim, batch=rows * dim, rows_out=stacked, grad_out=stacked * dim,
+                     mu_rep=stacked * latent, lv_rep=stacked * latent, z=stacked * latent, kl=stacked,
+                     dmu_rep=stacked * latent, dlv_rep=stacked * latent, dheads=rows * 2 * latent,
+                     target=stacked * dim if samples > 1 else 0, scratch=max(dim, 3 * latent + 2))
+        plan = engine.record(engine.PLAN, rows=rows, samples=samples)
         offset = 0
-        for slot in range(len(plan)):
+        for slot in engine.SLOTS:
             plan[slot] = offset
             offset = _aligned(offset + sizes[slot])
+        plan["scratch_end"] = plan["scratch"][0] + sizes["scratch"]
+        for l, out in enumerate(self.layout[:, 1]):
+            plan["layer_out"][0, l] = offset
+            offset = _aligned(offset + stacked * int(out))
+        plan["size"] = offset
         return plan, offset
 
 

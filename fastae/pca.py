@@ -1,57 +1,96 @@
 """PCA by SVD: the linear autoencoder of the seed (encoder A, decoder A^T, A with orthonormal rows)."""
+import dataclasses
+
 import numpy as np
 
 from . import validation
 from .estimator import Estimator
 
 
+@dataclasses.dataclass(frozen=True)
+class PCAState:
+    """A fitted PCA: what transform and inverse_transform compute with."""
+    components: np.ndarray            # (k, D), orthonormal rows
+    mean: np.ndarray                  # (D,)
+    explained_variance: np.ndarray    # (k,)
+    explained_variance_ratio: np.ndarray
+
+    @property
+    def spec(self):
+        return self  # n_features for Estimator.n_features_in_
+
+    @property
+    def n_features(self):
+        return self.components.shape[1]
+
+
 class PCA(Estimator):
+    """PCA(n_components, dtype="float32"): the k leading principal directions of the centred data,
+    found by SVD in float64 and stored in `dtype`."""
+
     def __init__(self, n_components, dtype="float32"):
         self.n_components = n_components
         self.dtype = dtype
 
     def fit(self, X, y=None):
-        dtype = validation.dtype(self.dtype)
-        X = validation.data(X, "X", dtype)
+        p = validation.params(self, validation.PCA)
+        X = validation.data(X, "X", p["dtype"])
         n, d = X.shape
-        k = validation.integer(self.n_components, "n_components", 1)
+        k = p["n_components"]
         if k > min(n, d):
             raise ValueError(f"n_components must be <= min(n_samples, n_features) = {min(n, d)}, got {k}")
         X64 = X.astype(np.float64)  # solve in float64, store in the model dtype
         mean = X64.mean(axis=0)
-        _, s, Vt = np.linalg.svd(X64 - mean, full_matrices=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            _, s, Vt = np.linalg.svd(X64 - mean, full_matrices=False)
+            variance = s ** 2 / max(n - 1, 1)
         # a deterministic sign: each component's largest entry is positive
         signs = np.sign(Vt[np.arange(len(Vt)), np.argmax(np.abs(Vt), axis=1)])
         Vt *= signs[:, None]
-        variance = s ** 2 / max(n - 1, 1)
-        self.components_ = Vt[:k].astype(dtype)
-        self.mean_ = mean.astype(dtype)
-        self.explained_variance_ = variance[:k].astype(dtype)
         total = variance.sum()
-        self.explained_variance_ratio_ = (variance[:k] / total if total > 0 else np.zeros(k)).astype(dtype)
-        self.n_features_in_ = d
+        ratio = variance[:k] / total if total > 0 else np.zeros(k)
+        state = PCAState(Vt[:k].astype(p["dtype"]), mean.astype(p["dtype"]), variance[:k].astype(p["dtype"]),
+                         ratio.astype(p["dtype"]))
+        for name in ("components", "mean", "explained_variance", "explained_variance_ratio"):
+            if not np.isfinite(getattr(state, name)).all():
+                raise ValueError(f"X is too large for PCA in {p['dtype']}: the {name.replace('_', ' ')} "
+                                 "overflows (scale the data)")
+        self._fitted = state
         return self
 
-    def _checked(self, X, name, n_features=None):
-        self._check_fitted()
-        n_features = self.n_features_in_ if n_features is None else n_features
-        return validation.data(X, name, self.components_.dtype, n_features, "PCA")
+    components_ = property(lambda self: self._state().components)
+    mean_ = property(lambda self: self._state().mean)
+    explained_variance_ = property(lambda self: self._state().explained_variance)
+    explained_variance_ratio_ = property(lambda self: self._state().explained_variance_ratio)
+
+    def _checked(self, state, X, name, n_features):
+        return validation.data(X, name, state.components.dtype, n_features, "PCA")
 
     def transform(self, X):
-        """Codes (n, k): (X - mean_) @ components_.T."""
-        return (self._checked(X, "X") - self.mean_) @ self.components_.T
+        """Codes (n, k): (X - mean_) @ components_.T, in float64 so that a row's code does not
+        depend on the rows around it (BLAS blocks by position)."""
+        state = self._state()
+        X = self._checked(state, X, "X", state.n_features)
+        return _rowwise(X, state.mean, state.components.T).astype(state.components.dtype)
 
     def inverse_transform(self, C):
         """Reconstructions (n, D) from codes: C @ components_ + mean_."""
-        return self._checked(C, "C", self.components_.shape[0]) @ self.components_ + self.mean_
+        state = self._state()
+        C = self._checked(state, C, "C", state.components.shape[0])
+        return (_rowwise(C, 0.0, state.components) + state.mean).astype(state.components.dtype)
 
     def reconstruct(self, X):
         return self.inverse_transform(self.transform(X))
 
     def score_samples(self, X):
         """Minus the per-row squared reconstruction error (higher is better)."""
-        X = self._checked(X, "X")
+        state = self._state()
+        X = self._checked(state, X, "X", state.n_features)
         return -np.sum((X - self.reconstruct(X)) ** 2, axis=1)
 
     def score(self, X, y=None):
         return float(self.score_samples(X).mean())
+
+
+def _rowwise(X, shift, M):
+    return (X.astype(np.float64) - shift) @ M.astype(np.float64)

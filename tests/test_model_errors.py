@@ -25,7 +25,7 @@ def X(rng):
     (fastae.Autoencoder, dict(batch_size=0), "batch_size must be an int >= 1"),
     (fastae.Autoencoder, dict(epochs=2.5), "epochs must be an int >= 1"),
     (fastae.Autoencoder, dict(validation_fraction=1.0), "validation_fraction must be < 1"),
-    (fastae.Autoencoder, dict(seed=-3), "seed must be None or a non-negative int"),
+    (fastae.Autoencoder, dict(seed=-3), r"seed must be None or an int in \[0, 2\*\*64\)"),
     (fastae.Autoencoder, dict(backend="tpu"), "backend must be one of"),
     (fastae.Autoencoder, dict(dtype="float16"), "dtype must be 'float32' or 'float64'"),
     (fastae.Autoencoder, dict(callback=3), "callback must be None or callable"),

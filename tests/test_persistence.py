@@ -1,4 +1,5 @@
 """save / load: bit-identical models, atomic writes, and files that must be refused."""
+import json
 import os
 import pickle
 import zipfile
@@ -51,11 +52,29 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, X, monkeypatch):
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np.lib.format, "write_array", crash)
     with pytest.raises(OSError, match="disk full"):
         model.save(path)
     assert path.read_bytes() == good
     assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def _members(path):
+    with zipfile.ZipFile(path) as zf:
+        return {name: zf.read(name) for name in zf.namelist()}
+
+
+def _write_members(path, members, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def _npy(a):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(a), allow_pickle=bool(np.asarray(a).dtype.hasobject))
+    return buf.getvalue()
 
 
 def test_truncated_tampered_pickled_and_foreign_files_are_refused(tmp_path, X):
@@ -77,25 +96,44 @@ def test_truncated_tampered_pickled_and_foreign_files_are_refused(tmp_path, X):
     np.savez(tmp_path / "foreign.npz", weights=np.ones(3))
     with pytest.raises(ValueError, match="not a valid fastae model"):
         fastae.load(tmp_path / "foreign.npz")
-    # tampered: a header that asks for another class, and weights of the wrong size
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for key, value in [("header", np.array(str(arrays["header"]).replace('"Autoencoder"', '"os.system"'))),
-                       ("params", arrays["params"][:-1]),
-                       ("params", np.full_like(arrays["params"], np.nan))]:
-        np.savez(tmp_path / "tampered.npz", **{**arrays, key: value})
-        with pytest.raises(ValueError, match="not a valid fastae model"):
-            fastae.load(tmp_path / "tampered.npz")
-    # a pickled object array inside the archive is never unpickled
-    np.savez(tmp_path / "objects.npz", **{**arrays, "params": np.array([object()], dtype=object)})
-    with pytest.raises(ValueError):
-        fastae.load(tmp_path / "objects.npz")
+    members = _members(path)
+    header = json.loads(members["header.json"])
+    tampered = [
+        {**members, "header.json": json.dumps({**header, "class": "os.system"})},
+        {**members, "W0.npy": _npy(np.ones((5, 5), np.float32))},           # wrong shape
+        {**members, "W0.npy": _npy(np.full((5, 6), np.nan, np.float32))},   # not finite
+        {**members, "W0.npy": _npy(np.ones((5, 6), np.float64))},           # wrong dtype
+        {**members, "W0.npy": _npy(np.array([object()] * 30, dtype=object).reshape(5, 6))},  # pickled objects
+        {**members, "extra.npy": _npy(np.ones(3))},
+        {k: v for k, v in members.items() if k != "opt_a.npy"},
+        {**members, "header.json": json.dumps({**header, "spec": {**header["spec"], "width": 2}})},
+        {**members, "header.json": json.dumps({**header, "train": {**header["train"], "t": 2 ** 70}})},
+        {**members, "header.json": json.dumps({**header, "train": {**header["train"], "rng": {"bit_generator": "PCG64"}}})},
+        {**members, "header.json": json.dumps({**header, "train": {**header["train"], "n_iter": 7}})},
+        {**members, "header.json": json.dumps({**header, "version": 1})},
+        {**members, "header.json": b"\xff\xfe not json"},
+    ]
+    for i, content in enumerate(tampered):
+        bad = tmp_path / f"tampered{i}.npz"
+        _write_members(bad, content)
+        with pytest.raises(ValueError, match="not a valid fastae model|not a readable fastae model"):
+            fastae.load(bad)
     with zipfile.ZipFile(path) as zf:
         assert all(not name.endswith(".pkl") for name in zf.namelist())
+    # a compressed member (or a flipped compression byte) is refused, never decompressed
+    _write_members(tmp_path / "deflated.npz", members, zipfile.ZIP_DEFLATED)
+    with pytest.raises(ValueError, match="compressed"):
+        fastae.load(tmp_path / "deflated.npz")
 
 
 def test_missing_file_and_folder(tmp_path, X):
-    with pytest.raises(ValueError, match="is not a file"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         fastae.load(tmp_path / "nope.npz")
+    with pytest.raises(ValueError, match="is not a file"):
+        fastae.load(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
         fastae.PCA(2).fit(X).save(tmp_path / "no" / "such" / "dir.npz")
+    with pytest.raises(fastae.NotFittedError):
+        fastae.Autoencoder().save(tmp_path / "unfitted.npz")
+    with pytest.raises(ValueError):
+        fastae.load(np.save(tmp_path / "array.npy", np.ones(3)) or tmp_path / "array.npy")

@@ -8,8 +8,6 @@ import pytest
 
 import fastae
 
-OBJECT_DTYPE = ("API.md: object arrays are refused with a TypeError naming the argument, where "
-                "scikit-learn would convert object arrays of numbers")
 VAE_NOISE = ("score_samples of a VAE is a Monte Carlo ELBO whose counter-based noise is indexed by "
              "row position, so it changes with row order and subsets (elbo(X, eps=...) is exact)")
 
@@ -25,9 +23,12 @@ def test_scikit_learn_check_estimator(estimator, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = check_estimator(estimator, on_fail=None,
-                                  expected_failed_checks={"check_dtype_object": OBJECT_DTYPE, **expected})
+                                  expected_failed_checks=expected)
     failed = [(r["check_name"], str(r["exception"])[:200]) for r in results if r["status"] == "failed"]
     assert failed == []
+    # the only expected failures are the VAE's two Monte Carlo invariance checks, and they do fail
+    xfailed = sorted(r["check_name"] for r in results if r["status"] == "xfail")
+    assert xfailed == sorted(expected)
     assert sum(r["status"] == "passed" for r in results) >= 35
 
 

@@ -1,0 +1,262 @@
+"""A fitted network as data: what it is (`Spec`), its weights and its training state, frozen.
+
+Every consumer of a fitted model (inference, scores, gradients, files) reads one `FittedModel`
+and nothing else; the estimator's constructor parameters are never read after `fit`. A
+`FittedModel` is never changed in place: training works on copies and hands over a new one at the
+end of each completed epoch, so a reader (another thread, a file being written) always sees one
+consistent state.
+"""
+import dataclasses
+import threading
+from typing import Optional
+
+import numpy as np
+
+from . import engine
+from .kernels import backend as _backend
+from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
+from .network import Network
+
+CHUNK = 4096  # inference rows per compiled call: bounds the workspace
+
+# what makes two specs the same network (warm_start and partial_fit need it unchanged)
+ARCHITECTURE = ("n_features", "hidden", "width", "activation", "code_activation", "output_activation",
+                "likelihood", "dtype")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a fitted network computes: its architecture and its objective."""
+    kind: str                 # "autoencoder" or "vae"
+    n_features: int
+    hidden: tuple
+    width: int                # the code (Autoencoder) or latent (VAE) size
+    activation: str
+    code_activation: str      # VAE: "linear" (the heads)
+    output_activation: str
+    loss: str                 # "mse" or "bce"
+    dtype: str                # "float32" or "float64"
+    l1: float = 0.0
+    noise: float = 0.0
+    noise_type: str = "gaussian"
+    likelihood: Optional[str] = None  # VAE: "bernoulli" or "gaussian"
+    beta: float = 1.0
+    n_samples: int = 1
+    score_seed: int = 0       # VAE: the noise seed of score_samples
+
+    @property
+    def is_vae(self):
+        return self.kind == "vae"
+
+    def width_name(self):
+        return "latent" if self.is_vae else "code"
+
+    def changed_architecture(self, other):
+        """The names of the architecture fields that differ from `other` (in the user's words)."""
+        names = {"width": self.width_name(), "n_features": "number of features"}
+        return [names.get(f, f) for f in ARCHITECTURE if getattr(self, f) != getattr(other, f)]
+
+    def network(self, xp=np):
+        """The layer stack (weights zero) of this spec."""
+        h, act = self.hidden, ACTIVATIONS[self.activation]
+        d = self.n_features
+        if self.is_vae:
+            trunk, decoder = [d, *h], [self.width, *reversed(h), d]
+            dims = (list(zip(trunk[:-1], trunk[1:])) + [(trunk[-1], 2 * self.width)]  # heads [mu | logvar]
+                    + list(zip(decoder[:-1], decoder[1:])))
+            out = SIGMOID if self.likelihood == "bernoulli" else LINEAR
+            acts = [act] * len(h) + [LINEAR] + [act] * len(h) + [out]
+        else:
+            sizes = [d, *h, self.width, *reversed(h), d]
+            acts = ([act] * len(h) + [ACTIVATIONS[self.code_activation]] + [act] * len(h)
+                    + [ACTIVATIONS[self.output_activation]])
+            dims = list(zip(sizes[:-1], sizes[1:]))
+        return Network(dims, acts, self.dtype, xp)
+
+    def config(self, training=None):
+        """The engine's CONFIG record: for inference (no noise), or with `training`'s optimizer
+        settings (a dict of checked parameters)."""
+        if self.is_vae:
+            fields = dict(loss=engine.BCE if self.likelihood == "bernoulli" else engine.MSE, out_act=LINEAR,
+                          samples=self.n_samples, beta=self.beta,
+                          loss_scale=1.0 if self.likelihood == "bernoulli" else 0.5)
+        else:
+            # BCE is computed from the logits: the output layer runs linear in the objective
+            fields = dict(loss=engine.BCE if self.loss == "bce" else engine.MSE,
+                          out_act=LINEAR if self.loss == "bce" else ACTIVATIONS[self.output_activation],
+                          nonneg=self.code_activation == "relu", l1=self.l1, samples=1, loss_scale=1.0,
+                          noise_kind=0 if self.noise_type == "gaussian" else 1)
+        fields["split"] = len(self.hidden)
+        if training is not None:
+            fields.update(noise=0.0 if self.is_vae else self.noise,
+                          optimizer=engine.ADAM if training["optimizer"] == "adam" else engine.SGD,
+                          **{k: training[k] for k in ("lr", "beta_1", "beta_2", "epsilon", "momentum")})
+        return engine.record(engine.CONFIG, **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Where training stands: optimizer moments (Adam's m and v, or SGD's velocity in opt_a),
+    steps taken, epochs run, the loss history and the random stream, all after the same step."""
+    opt_a: object
+    opt_b: object
+    t: int = 0
+    n_iter: int = 0
+    loss: tuple = ()
+    val_loss: tuple = ()
+    rng_state: Optional[dict] = None
+
+
+class FittedModel:
+    """A fitted Autoencoder or VAE: spec, weights (one flat buffer) and training state, on one
+    backend. Never modified after construction; inference workspaces are cached per thread."""
+
+    def __init__(self, spec, params, train, backend):
+        self.spec, self.train, self.backend = spec, train, backend
+        self.net = spec.network(np)  # layout and activations (host); the weights are `params`
+        if params.shape != (self.net.n_params,) or params.dtype != np.dtype(spec.dtype):
+            raise ValueError(f"params must be {spec.dtype} of shape ({self.net.n_params},)")
+        self.params = params
+        self._inference_config = spec.config()
+        self._local = threading.local()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_local"]  # per-thread workspaces are not part of the model
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _local=threading.local())
+
+    @property
+    def xp(self):
+        return _backend.array_module(self.backend)
+
+    @property
+    def dtype(self):
+        return np.dtype(self.spec.dtype)
+
+    @property
+    def engine(self):
+        return engine.for_backend(self.backend)
+
+    def replace(self, params=None, **train_fields):
+        """A new FittedModel sharing this one's arrays except those given."""
+        train = dataclasses.replace(self.train, **train_fields) if train_fields else self.train
+        return FittedModel(self.spec, self.params if params is None else params, train, self.backend)
+
+    def to_backend(self, backend):
+        """The same model with its arrays on another backend."""
+        if backend == self.backend:
+            return self
+        xp = _backend.array_module(backend)
+        move = (lambda a: xp.asarray(a.get() if hasattr(a, "get") else a))
+        train = dataclasses.replace(self.train, opt_a=move(self.train.opt_a), opt_b=move(self.train.opt_b))
+        return FittedModel(self.spec, move(self.params), train, backend)
+
+    def host(self, a):
+        return a.get() if hasattr(a, "get") else np.asarray(a)
+
+    # ---- weights as the user sees them
+    def layers(self, buffer=None):
+        """[(W, b), ...] in forward order, views of `buffer` (default: the weights); a VAE's
+        fused heads appear as two layers (mu, then logvar)."""
+        buf = self.params if buffer is None else buffer
+        layers = [self.net.layer(l, buf) for l in range(self.net.n_layers)]
+        if not self.spec.is_vae:
+            return layers
+        split, k = len(self.spec.hidden), self.spec.width
+        W, b = layers[split]
+        return layers[:split] + [(W[:k], b[:k]), (W[k:], b[k:])] + layers[split + 1:]
+
+    # ---- workspaces
+    def workspace(self, rows, samples=1):
+        plan, size = self.net.plan(rows, samples, code=0 if self.spec.is_vae else self.spec.width,
+                                   latent=self.spec.width if self.spec.is_vae else 0)
+        return self.xp.empty(size, self.dtype), plan
+
+    def _space(self, rows):
+        """A workspace for `rows` rows, cached per thread: concurrent calls never share one."""
+        cache = self._local.__dict__.setdefault("spaces", {})
+        if rows not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            cache[rows] = self.workspace(rows)
+        return cache[rows]
+
+    # ---- inference on checked rows (C-contiguous arrays of the model dtype on the backend)
+    def _chunks(self, X, n_out, out, run):
+        n = X.shape[0]
+        result = self.xp.empty((n, n_out), self.dtype) if out is None else out
+        rows = min(n, CHUNK)
+        work, plan = self._space(rows)
+        for start in range(0, n, rows):
+            x = X[start:start + rows]
+            run(x, work, plan, result[start:start + x.shape[0]])
+        return result
+
+    def encode(self, X, out=None):
+        """Autoencoder codes (n, code)."""
+        eng, net, cfg = self.engine, self.net, self._inference_config
+        return self._chunks(X, self.spec.width, out, lambda x, work, plan, r: eng.encode_into(
+            self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, r))
+
+    def heads(self, X, which, out=None):
+        """VAE mu (which=0) or logvar (which=1), (n, latent)."""
+        eng, net, cfg = self.engine, self.net, self._inference_config
+
+        def run(x, work, plan, result):
+            other = self.xp.empty_like(result)
+            pair = (result, other) if which == 0 else (other, result)
+            eng.heads_into(self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, *pair)
+        return self._chunks(X, self.spec.width, out, run)
+
+    def decode(self, Z, out=None):
+        """The layers after the code on Z (n, code or latent): (n, D)."""
+        eng, net = self.engine, self.net
+        first = len(self.spec.hidden) + 1
+        return self._chunks(Z, self.spec.n_features, out, lambda z, work, plan, r: eng.layers_into(
+            self.params, net.layout, net.acts, first, net.n_layers, z, work, plan, z.shape[0], r))
+
+    def objective_rows(self, X, eps=None, seed=0, beta=None, with_grads=False, index=None):
+        """Per-row objective without noise (Autoencoder: reconstruction + L1 penalty) or with eps
+        (S, n, latent) or n_samples draws from `seed` (VAE: -log p(x|z) + beta * KL, beta given
+        or the spec's). `index` picks rows of X (no copy of X). With `with_grads`, also the
+        gradient of the mean in a buffer of its own: (rows, grads)."""
+        spec = self.spec
+        samples = eps.shape[0] if eps is not None else (spec.n_samples if spec.is_vae else 1)
+        config = spec.config()
+        config["samples"] = samples
+        if beta is not None:
+            config["beta"] = beta
+        n = X.shape[0] if index is None else index.shape[0]
+        chunk = n if (with_grads or eps is not None) else min(n, CHUNK)
+        work, plan = self.workspace(chunk, samples)
+        xp, eng, net = self.xp, self.engine, self.net
+        grads = xp.zeros_like(self.params)
+        rec, kl = xp.empty(samples * chunk, self.dtype), xp.zeros(chunk, self.dtype)
+        result = xp.empty(n, self.dtype)
+        beta = float(config["beta"][0])
+        placeholder = xp.zeros((1, 1), self.dtype)
+        for c, start in enumerate(range(0, n, chunk)):
+            x = X[start:start + chunk] if index is None else X[index[start:start + chunk]]
+            m = x.shape[0]
+            if eps is None:
+                e, has_eps, key = placeholder, False, noise_key(_chunk_seed(seed, c))
+            else:
+                e, has_eps, key = eps.reshape(samples * m, -1), True, np.uint64(0)
+            eng.objective_rows(self.params, grads, net.layout, net.acts, work, plan, x, m, config, spec.is_vae,
+                               e, has_eps, key, with_grads, rec, kl)
+            rows = rec[:samples * m].reshape(samples, m).mean(axis=0)
+            result[start:start + m] = rows + beta * kl[:m] if spec.is_vae else rows
+        return (result, grads) if with_grads else result
+
+
+def _chunk_seed(seed, chunk):
+    """The noise seed of chunk `chunk` of a scoring call: chunk 0 uses `seed` itself, later
+    chunks hashed streams, so that no two (seed, chunk) pairs share noise."""
+    if chunk == 0:
+        return seed
+    from .kernels.elementwise import mix64
+    with np.errstate(over="ignore"):
+        return int(mix64(np.uint64(seed) ^ mix64(np.uint64(chunk))))
