@@ -288,7 +288,7 @@ def test_demo_runs_end_to_end(tmp_path):
     for fact in ["Machine:", "Python", "NumPy", "Numba", "seed 0"]:
         assert fact in report, fact
     expected = {"reconstructions.png": (10, 6.6), "denoising.png": (10, 3.3), "vae_samples.png": (10, 4.4),
-                "codes_2d.png": (20, 4), "training_curves.png": (7, 4)}
+                "codes_2d.png": (20, 4), "training_curves.png": (11, 4)}
     for name, (width_in, height_in) in expected.items():
         assert f"({name})" in report
         width, height = png_size(out / name)
