@@ -43,6 +43,15 @@ def nonfinite_sum(a):
 
 
 @cpu_jit(fastmath={"reassoc"})
+def add_nonfinite(acc, a, b, c):
+    """acc + (a - a) + (b - b) + (c - c): stays 0 while a, b and c are finite, NaN from the first
+    inf or NaN on. Summed over a loop it checks the loop's results in the same pass; it is a
+    separate function (LLVM inlines it, keeping each instruction's flags) so that reassociation,
+    which lets that sum vectorize, never reaches the caller's own arithmetic."""
+    return acc + ((a - a) + (b - b) + (c - c))
+
+
+@cpu_jit(fastmath={"reassoc"})
 def row_dot(a, b):
     """Dot product of two 1-D rows; reassociation lets it vectorize (not inlined, see row_sum)."""
     acc = 0.0
@@ -224,6 +233,8 @@ def bce_logits_loss(logits, target, scale, rows, grad, terms):
 
 @jit
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
+    """One Adam update in place; returns True when every updated parameter and moment is finite
+    (checked in the same pass: a training loop sees divergence without reading the state again)."""
     # lr * (m / b1) / (sqrt(v / b2) + eps) == lr_t * m / (sqrt(v) + eps_t): one sqrt and one
     # division per parameter instead of three divisions; all in the parameters' precision
     root_2 = math.sqrt(1.0 - beta_2 ** step)
@@ -231,20 +242,33 @@ def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
     eps_t = in_dtype_of(epsilon * root_2, param)
     b1, c1 = in_dtype_of(beta_1, param), in_dtype_of(1.0 - beta_1, param)
     b2, c2 = in_dtype_of(beta_2, param), in_dtype_of(1.0 - beta_2, param)
+    bad = in_dtype_of(0.0, param)
     for i in range(param.size):
         g = grad[i]
         mi = b1 * m[i] + c1 * g
         vi = b2 * v[i] + c2 * g * g
         m[i] = mi
         v[i] = vi
-        param[i] -= lr_t * mi / (math.sqrt(vi) + eps_t)
+        pi = param[i] - lr_t * mi / (math.sqrt(vi) + eps_t)
+        param[i] = pi
+        bad = add_nonfinite(bad, pi, mi, vi)
+    return bad == 0
 
 
 @jit
 def sgd_step(param, grad, velocity, lr, momentum):
+    """One SGD-with-momentum update in place, in the parameters' precision (as NumPy computes
+    `momentum * velocity - lr * grad` for float32 arrays); returns True when every updated
+    parameter and velocity is finite (checked in the same pass, as `adam_step`)."""
+    bad = in_dtype_of(0.0, param)
+    mu, rate = in_dtype_of(momentum, param), in_dtype_of(lr, param)
     for i in range(param.size):
-        velocity[i] = momentum * velocity[i] - lr * grad[i]
-        param[i] += velocity[i]
+        vi = mu * velocity[i] - rate * grad[i]
+        velocity[i] = vi
+        pi = param[i] + vi
+        param[i] = pi
+        bad = add_nonfinite(bad, pi, vi, pi)
+    return bad == 0
 
 
 @jit

@@ -113,22 +113,36 @@ def _bce_logits_loss(logits, target, scale, rows, grad):
         rows[i] = scale * acc
 
 
+@cuda.jit(device=True)
+def _finite(x):
+    return x - x == 0  # False for inf and NaN
+
+
 @cuda.jit
-def _adam_step(param, grad, m, v, lr, beta_1, beta_2, epsilon, bias_1, bias_2):
+def _adam_step(param, grad, m, v, lr, beta_1, beta_2, epsilon, bias_1, bias_2, nonfinite):
     i = cuda.grid(1)
     if i < param.size:
         g = grad[i]
-        m[i] = beta_1 * m[i] + (1.0 - beta_1) * g
-        v[i] = beta_2 * v[i] + (1.0 - beta_2) * g * g
-        param[i] -= lr * (m[i] / bias_1) / (math.sqrt(v[i] / bias_2) + epsilon)
+        mi = beta_1 * m[i] + (1.0 - beta_1) * g
+        vi = beta_2 * v[i] + (1.0 - beta_2) * g * g
+        m[i] = mi
+        v[i] = vi
+        pi = param[i] - lr * (mi / bias_1) / (math.sqrt(vi / bias_2) + epsilon)
+        param[i] = pi
+        if not (_finite(pi) and _finite(mi) and _finite(vi)):
+            nonfinite[0] = 1  # every writer writes the same value: no atomics needed
 
 
 @cuda.jit
-def _sgd_step(param, grad, velocity, lr, momentum):
+def _sgd_step(param, grad, velocity, lr, momentum, nonfinite):
     i = cuda.grid(1)
     if i < param.size:
-        velocity[i] = momentum * velocity[i] - lr * grad[i]
-        param[i] += velocity[i]
+        vi = momentum * velocity[i] - lr * grad[i]
+        velocity[i] = vi
+        pi = param[i] + velocity[i]  # the stored (parameter-precision) velocity, as before
+        param[i] = pi
+        if not (_finite(pi) and _finite(vi)):
+            nonfinite[0] = 1
 
 
 @cuda.jit
@@ -167,9 +181,17 @@ def _l1_penalty_rows(h, lam, rows):
         rows[i] += lam * acc
 
 
+def _flag(like):
+    return array_module(like).zeros(1, np.int32)
+
+
 def sgd_step(param, grad, velocity, lr, momentum):
+    """Returns True when every updated parameter and velocity is finite (flagged in the same
+    kernel; reading the flag waits for the kernel)."""
     blocks, threads = _grid(param.size)
-    _sgd_step[blocks, threads](param, grad, velocity, lr, momentum)
+    nonfinite = _flag(param)
+    _sgd_step[blocks, threads](param, grad, velocity, lr, momentum, nonfinite)
+    return not bool(nonfinite[0])
 
 
 def corrupt(x, level, kind, key, out):
@@ -249,9 +271,12 @@ def bce_logits_loss(logits, target, scale, rows, grad, terms=None):
 
 
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
+    """Returns True when every updated parameter and moment is finite (see `sgd_step`)."""
     blocks, threads = _grid(param.size)
+    nonfinite = _flag(param)
     _adam_step[blocks, threads](param, grad, m, v, lr, beta_1, beta_2, epsilon,
-                                1.0 - beta_1 ** step, 1.0 - beta_2 ** step)
+                                1.0 - beta_1 ** step, 1.0 - beta_2 ** step, nonfinite)
+    return not bool(nonfinite[0])
 
 
 def all_finite(a):

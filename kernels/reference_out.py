@@ -49,13 +49,21 @@ def bce_logits_loss(logits, target, scale, rows, grad, terms=None):
     rows[...], grad[...] = scale * r, scale * g
 
 
+def _all_finite(*arrays):
+    return all(bool(np.isfinite(a).all()) for a in arrays)
+
+
 def adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon):
+    """Returns True when every updated parameter and moment is finite."""
     ref.adam_step(param, grad, m, v, step, lr, beta_1, beta_2, epsilon)
+    return _all_finite(param, m, v)
 
 
 def sgd_step(param, grad, velocity, lr, momentum):
+    """Returns True when every updated parameter and velocity is finite."""
     velocity[...] = momentum * velocity - lr * grad
     param += velocity
+    return _all_finite(param, velocity)
 
 
 def corrupt(x, level, kind, key, out):
