@@ -4,6 +4,7 @@ Data files are .npy (read without pickle) or .csv; models are fastae .npz files.
 line and exit with status 1 (2 for bad usage); --debug shows the traceback."""
 import argparse
 import inspect
+import re
 import subprocess
 import sys
 import warnings
@@ -149,8 +150,10 @@ def load_model(name):
     try:
         return fastae.load(path)
     except (ValueError, OSError) as exc:
-        reason = str(exc).replace(repr(str(path)), "the file").replace(str(path), "the file")
-        raise CliError(f"{name}: not a usable fastae model file ({reason})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        found = re.search(r"is not a \w+ fastae model file[:( ]+(.*?)\)?$", reason)
+        reason = found.group(1) if found else reason.replace(repr(str(path)), "the file")
+        raise CliError(f"{name}: not a usable fastae model file: {reason}") from None
 
 
 def _n_features(model):
@@ -174,8 +177,14 @@ def _in_user_words(exc, names):
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     first, _, rest = message.partition(" ")
     if first in names:
-        return f"{names[first]} {rest}"
-    return message
+        message = f"{names[first]} {rest}"
+    flags = {param: flags[0] for flags, param, *_ in FIT_OPTIONS}
+
+    def option(match):  # likelihood='bernoulli' -> --likelihood bernoulli
+        name, value = match.group(1), match.group(2)
+        return f"{flags[name]} {value}" if name in flags else match.group(0)
+    message = re.sub(r"\b([a-z_0-9]+)='([^']*)'", option, message)
+    return message.replace("each width in hidden", "each width in --hidden")
 
 
 # ---- fit: options, which models they apply to, and their defaults

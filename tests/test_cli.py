@@ -232,7 +232,12 @@ def test_errors_print_one_line_and_exit_non_zero(files, fitted):
     (root / "text.npz").write_text("hello, not a model")
     np.savez(root / "foreign.npz", a=np.zeros(3))
     np.save(root / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(root / "wide.npy", 5 * X)
     cases = [
+        (("fit", root / "wide.npy", "--model", "vae", "--epochs", "1", "-o", root / "x.npz"),
+         "wide.npy must lie in [0, 1] for --likelihood bernoulli"),  # the user's words, not X/likelihood='...'
+        (("encode", root / "foreign.npz", root / "data.npy", "-o", root / "x.npy"),
+         "foreign.npz: not a usable fastae model file: "),
         (("encode", root / "missing.npz", root / "data.npy", "-o", root / "x.npy"), "missing.npz: no such file"),
         (("fit", root / "nothing.npy", "--model", "pca", "--components", "2", "-o", root / "x.npz"), "no such file"),
         (("fit", root / "cube.npy", "--model", "pca", "--components", "2", "-o", root / "x.npz"),
