@@ -180,10 +180,8 @@ def backward_layers(params, grads, layout, acts, first, last, x, work, p, n, dy,
 def optimizer_update(params, grads, opt_a, opt_b, c, step):
     """One update; returns whether every parameter and moment is still finite."""
     if c.optimizer == ADAM:
-        ok = adam_step(params, grads, opt_a, opt_b, step, c.lr, c.beta_1, c.beta_2, c.epsilon)
-    else:
-        ok = sgd_step(params, grads, opt_a, c.lr, c.momentum)
-    return ok is None or ok  # TEMPORARY until the kernels return their flag
+        return adam_step(params, grads, opt_a, opt_b, step, c.lr, c.beta_1, c.beta_2, c.epsilon)
+    return sgd_step(params, grads, opt_a, c.lr, c.momentum)
 
 
 def reconstruction_loss(out, target, n, work, p, c):

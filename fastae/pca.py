@@ -49,8 +49,9 @@ class PCA(Estimator):
         Vt *= signs[:, None]
         total = variance.sum()
         ratio = variance[:k] / total if total > 0 else np.zeros(k)
-        state = PCAState(Vt[:k].astype(p["dtype"]), mean.astype(p["dtype"]), variance[:k].astype(p["dtype"]),
-                         ratio.astype(p["dtype"]))
+        with np.errstate(over="ignore"):  # an overflow to inf is reported below
+            state = PCAState(Vt[:k].astype(p["dtype"]), mean.astype(p["dtype"]), variance[:k].astype(p["dtype"]),
+                             ratio.astype(p["dtype"]))
         for name in ("components", "mean", "explained_variance", "explained_variance_ratio"):
             if not np.isfinite(getattr(state, name)).all():
                 raise ValueError(f"X is too large for PCA in {p['dtype']}: the {name.replace('_', ' ')} "

@@ -58,6 +58,7 @@ class Trainer:
                 loss = self._epoch(X, train_index)
                 logs = {"loss": loss, "rows_per_s": train_index.shape[0] / (time.perf_counter() - start)}
                 state = self._snapshot(loss)
+                self._check_outputs(state, X)
                 if X_val is not None or val_index is not None:
                     rows = state.objective_rows(X if X_val is None else X_val, index=val_index,
                                                 seed=state.spec.score_seed)
@@ -115,6 +116,7 @@ class Trainer:
                                              f"{self.committed.train.t + done + good + 1}")
                 self._seconds_per_step = (time.perf_counter() - began) / (stop - done)
                 done = stop
+            self._last_batch = order[(steps - 1) * batch:]
             loss = float(totals.sum()) / n
             if not np.isfinite(loss):
                 raise FloatingPointError(f"the loss became {loss}")
@@ -128,6 +130,17 @@ class Trainer:
             self._reset()
             raise
         return loss
+
+    def _check_outputs(self, state, X):
+        """Finite weights can still overflow in the layers (lr=1e30 gives weights near 1e30): the
+        new state's objective on the epoch's last minibatch must be finite too."""
+        rows = state.objective_rows(X, index=self._last_batch, seed=0)
+        if not bool(state.xp.isfinite(rows).all()):
+            self._reset()
+            raise FloatingPointError(
+                f"training diverged in epoch {state.train.n_iter}: the new weights give a non-finite "
+                f"objective; the learning rate (lr={self.p['lr']}) is likely too high. The model keeps "
+                "the state of the last completed epoch.")
 
     def _steps(self, X, order, keys, totals, first, stop):
         c = self.committed
