@@ -43,7 +43,7 @@ class Autoencoder(NeuralEstimator):
         """Codes of X: (n, code), the whole encoder in one compiled call per chunk of rows.
         `out=` takes a preallocated C-contiguous result."""
         state = self._state()
-        return self._apply(X, "X", state.spec.n_features, state.spec.width, out, lambda s, x, o: s.encode(x, o))
+        return self._apply(state, "encode", X, "X", state.spec.n_features, state.spec.width, out)
 
     encode = transform
 

@@ -110,6 +110,18 @@ def _validation_rows(y, X_val):
     return None
 
 
+def _cpu_all_finite():
+    """The compiled NaN/inf check of the cpu backend (numba is imported on first use)."""
+    global _all_finite
+    if _all_finite is None:
+        from .kernels import cpu
+        _all_finite = cpu.all_finite
+    return _all_finite
+
+
+_all_finite = None
+
+
 class NeuralEstimator(Estimator):
     """fit / partial_fit and inference for Autoencoder and VAE. Subclasses give `_TABLE` (their
     parameter table) and `_spec(params, n_features)`."""
@@ -197,31 +209,31 @@ class NeuralEstimator(Estimator):
     def _rows(self, state, X, name, n_in):
         """X for inference: a C-contiguous NumPy array of the model dtype on the cpu backend is
         used as it is after a compiled NaN/inf check; anything else is converted and checked."""
-        if (type(X) is np.ndarray and state.backend == "cpu" and X.dtype == state.dtype and X.ndim == 2
-                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous and X.dtype.isnative):
-            from .kernels import cpu
-            if cpu.all_finite(X.reshape(-1)):
+        if (type(X) is np.ndarray and X.dtype is state.dtype and state.backend == "cpu" and X.ndim == 2
+                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous):
+            if _cpu_all_finite()(X.reshape(-1)):
                 return X
         return validation.data(X, name, state.dtype, n_in, type(self).__name__, state.xp)
 
     def _as_caller(self, state, result, like):
         """NumPy in, NumPy out: results computed on a GPU go back to the host for NumPy callers."""
-        if state.xp is not np and not _backend.is_cupy(like):
+        if state.xp is not np and not _backend.is_cupy(like):  # noqa: SIM102
             return result.get()
         return result
 
-    def _apply(self, X, name, n_in, n_out, out, run):
-        state = self._state()
+    def _apply(self, state, method, X, name, n_in, n_out, out, *args):
+        """state.<method>(checked X, *args, out) with the caller's checked `out=`."""
         Xc = self._rows(state, X, name, n_in)
-        target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
-        result = run(state, Xc, target)
-        return self._as_caller(state, result, X) if out is None else out
+        if out is None:
+            result = getattr(state, method)(Xc, *args, None)
+            return result if state.xp is np else self._as_caller(state, result, X)
+        getattr(state, method)(Xc, *args, result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp))
+        return out
 
     def decode(self, Z, out=None):
         """Reconstructions (n, D) from codes (n, code) or latents (n, latent)."""
         state = self._state()
-        return self._apply(Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out,
-                           lambda s, z, o: s.decode(z, o))
+        return self._apply(state, "decode", Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out)
 
     inverse_transform = decode
 

@@ -15,6 +15,7 @@ import numpy as np
 from . import engine
 from .kernels import backend as _backend
 from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
+from . import network
 from .network import Network
 
 CHUNK = 4096  # inference rows per compiled call: bounds the workspace
@@ -119,26 +120,27 @@ class FittedModel:
         self.params = params
         self._inference_config = spec.config()
         self._local = threading.local()
+        self.xp = _backend.array_module(backend)
+        self.dtype = np.dtype(spec.dtype)
+        self._layout, self._acts, self._code_width = self.net.layout, self.net.acts, spec.width
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        del state["_local"]  # per-thread workspaces are not part of the model
+        del state["_local"], state["xp"]  # per-thread workspaces and modules are not part of the model
+        state.pop("_engine", None)
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state, _local=threading.local())
-
-    @property
-    def xp(self):
-        return _backend.array_module(self.backend)
-
-    @property
-    def dtype(self):
-        return np.dtype(self.spec.dtype)
+        self.__dict__.update(state, _local=threading.local(), xp=_backend.array_module(state["backend"]))
 
     @property
     def engine(self):
-        return engine.for_backend(self.backend)
+        """The engine bound to this backend's kernels (looked up once: inference is latency bound)."""
+        try:
+            return self._engine
+        except AttributeError:
+            self._engine = engine.for_backend(self.backend)
+            return self._engine
 
     def replace(self, params=None, **train_fields):
         """A new FittedModel sharing this one's arrays except those given."""
@@ -150,7 +152,8 @@ class FittedModel:
         if backend == self.backend:
             return self
         xp = _backend.array_module(backend)
-        move = (lambda a: xp.asarray(a.get() if hasattr(a, "get") else a))
+        def move(a):
+            return network.copy(self.host(a), xp) if xp is np else xp.asarray(self.host(a))
         train = dataclasses.replace(self.train, opt_a=move(self.train.opt_a), opt_b=move(self.train.opt_b))
         return FittedModel(self.spec, move(self.params), train, backend)
 
@@ -173,16 +176,19 @@ class FittedModel:
     def workspace(self, rows, samples=1):
         plan, size = self.net.plan(rows, samples, code=0 if self.spec.is_vae else self.spec.width,
                                    latent=self.spec.width if self.spec.is_vae else 0)
-        return self.xp.empty(size, self.dtype), plan
+        return network.empty(size, self.dtype, self.xp), plan
 
     def _space(self, rows):
         """A workspace for `rows` rows, cached per thread: concurrent calls never share one."""
-        cache = self._local.__dict__.setdefault("spaces", {})
-        if rows not in cache:
-            if len(cache) > 8:
-                cache.clear()
-            cache[rows] = self.workspace(rows)
-        return cache[rows]
+        try:
+            return self._local.spaces[rows]
+        except AttributeError:
+            self._local.spaces = {}
+        except KeyError:
+            if len(self._local.spaces) > 8:
+                self._local.spaces.clear()
+        space = self._local.spaces[rows] = self.workspace(rows)
+        return space
 
     # ---- inference on checked rows (C-contiguous arrays of the model dtype on the backend)
     def _chunks(self, X, n_out, out, run):
@@ -197,19 +203,35 @@ class FittedModel:
 
     def encode(self, X, out=None):
         """Autoencoder codes (n, code)."""
+        n = X.shape[0]
+        if n <= CHUNK:  # the latency path: one compiled call, no closures
+            result = self.xp.empty((n, self._code_width), self.dtype) if out is None else out
+            work, plan = self._space(n)
+            self.engine.encode_into(self.params, self._layout, self._acts, work, plan, X, n,
+                                    self._inference_config, result)
+            return result
         eng, net, cfg = self.engine, self.net, self._inference_config
         return self._chunks(X, self.spec.width, out, lambda x, work, plan, r: eng.encode_into(
             self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, r))
 
-    def heads(self, X, which, out=None):
-        """VAE mu (which=0) or logvar (which=1), (n, latent)."""
-        eng, net, cfg = self.engine, self.net, self._inference_config
+    def heads(self, X, mu=None, logvar=None):
+        """VAE (mu, logvar) of q(z|x), each (n, latent)."""
+        eng, net, cfg, k = self.engine, self.net, self._inference_config, self.spec.width
+        n = X.shape[0]
+        mu = self.xp.empty((n, k), self.dtype) if mu is None else mu
+        logvar = self.xp.empty((n, k), self.dtype) if logvar is None else logvar
+        rows = min(n, CHUNK)
+        work, plan = self._space(rows)
+        for start in range(0, n, rows):
+            x = X[start:start + rows]
+            m = x.shape[0]
+            eng.heads_into(self.params, net.layout, net.acts, work, plan, x, m, cfg, mu[start:start + m],
+                           logvar[start:start + m])
+        return mu, logvar
 
-        def run(x, work, plan, result):
-            other = self.xp.empty_like(result)
-            pair = (result, other) if which == 0 else (other, result)
-            eng.heads_into(self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, *pair)
-        return self._chunks(X, self.spec.width, out, run)
+    def mean(self, X, out=None):
+        """VAE mu, (n, latent)."""
+        return self.heads(X, out)[0]
 
     def decode(self, Z, out=None):
         """The layers after the code on Z (n, code or latent): (n, D)."""
@@ -233,7 +255,7 @@ class FittedModel:
         chunk = n if (with_grads or eps is not None) else min(n, CHUNK)
         work, plan = self.workspace(chunk, samples)
         xp, eng, net = self.xp, self.engine, self.net
-        grads = xp.zeros_like(self.params)
+        grads = network.zeros(self.params.shape[0], self.dtype, xp)
         rec, kl = xp.empty(samples * chunk, self.dtype), xp.zeros(chunk, self.dtype)
         result = xp.empty(n, self.dtype)
         beta = float(config["beta"][0])

@@ -21,7 +21,7 @@ class Network:
             offset = _aligned(b_offset + fan_out)
         self.layout = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
         self.n_params = offset
-        self.params = xp.zeros(offset, self.dtype)
+        self.params = zeros(offset, self.dtype, xp)
 
     @property
     def n_layers(self):
@@ -70,3 +70,27 @@ def _aligned(offset, items=16):
     """Round up to a multiple of 16 items (64 bytes in float32), so every weight matrix and
     workspace slot starts on a cache line: BLAS and the vectorized loops run on aligned rows."""
     return -(-offset // items) * items
+
+
+def empty(n, dtype, xp=np):
+    """A flat buffer of n items starting on a 64-byte boundary (NumPy's large allocations are only
+    16-byte aligned; the slot offsets above are aligned relative to the buffer's start)."""
+    if xp is not np:
+        return xp.empty(n, dtype)  # CuPy allocations are 256-byte aligned
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n + 64 // itemsize, dtype)
+    skip = (-raw.ctypes.data % 64) // itemsize
+    return raw[skip:skip + n]
+
+
+def zeros(n, dtype, xp=np):
+    a = empty(n, dtype, xp)
+    a[...] = 0
+    return a
+
+
+def copy(a, xp=np):
+    """An aligned copy of a flat buffer."""
+    out = empty(a.shape[0], a.dtype, xp)
+    out[...] = a
+    return out

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import validation
+from . import network, validation
 from .fitted import FittedModel, Spec, TrainState
 from .kernels import backend as _backend
 
@@ -263,7 +263,7 @@ def _model_from(header, readers, declared, backend):
     if len(loss) != n_iter or len(val_loss) > n_iter:
         raise _Invalid("the history does not match n_iter")
     rng_state = _rng_state(train["rng"])
-    host = FittedModel(spec, np.zeros(spec.network().n_params, spec.dtype),
+    host = FittedModel(spec, network.zeros(spec.network().n_params, spec.dtype),
                        TrainState(None, None), "numpy")
     expected = {}
     for i, (W, b) in enumerate(host.layers()):
@@ -272,7 +272,7 @@ def _model_from(header, readers, declared, backend):
     _check_declared(declared, expected, spec.dtype)
     for i, (W, b) in enumerate(host.layers()):
         W[...], b[...] = _finite(readers[f"W{i}"](), f"W{i}"), _finite(readers[f"b{i}"](), f"b{i}")
-    opt_a, opt_b = (np.ascontiguousarray(_finite(readers[k](), k)) for k in ("opt_a", "opt_b"))
+    opt_a, opt_b = (network.copy(_finite(readers[k](), k)) for k in ("opt_a", "opt_b"))
     state = FittedModel(spec, host.params, TrainState(opt_a, opt_b, t, n_iter, loss, val_loss, rng_state), "numpy")
     model._fitted = state.to_backend(backend)
     return model

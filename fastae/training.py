@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from . import network
 from .fitted import FittedModel, TrainState
 from .kernels import backend as _backend
 from .kernels import elementwise as ew
@@ -24,8 +25,8 @@ def initial_state(spec, backend, rng):
     xp = _backend.array_module(backend)
     net = spec.network(xp)
     net.init(rng, xp)
-    zeros = xp.zeros(net.n_params, spec.dtype)
-    return FittedModel(spec, net.params, TrainState(zeros, zeros.copy(), rng_state=rng.bit_generator.state),
+    moments = (network.zeros(net.n_params, spec.dtype, xp), network.zeros(net.n_params, spec.dtype, xp))
+    return FittedModel(spec, net.params, TrainState(*moments, rng_state=rng.bit_generator.state),
                        backend)
 
 
@@ -40,8 +41,8 @@ class Trainer:
         self.config = start.spec.config(training)
         xp, state = start.xp, start.train
         # working copies: the committed states are never written to
-        self.params, self.opt_a, self.opt_b = start.params.copy(), state.opt_a.copy(), state.opt_b.copy()
-        self.grads = xp.zeros_like(self.params)
+        self.params, self.opt_a, self.opt_b = (network.copy(a, xp) for a in (start.params, state.opt_a, state.opt_b))
+        self.grads = network.zeros(self.params.shape[0], self.params.dtype, xp)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state
         self.committed = start
@@ -162,8 +163,9 @@ class Trainer:
     def _snapshot(self, loss):
         """The committed state after one more completed epoch (copies of the working arrays)."""
         c, train = self.committed, self.committed.train
-        return FittedModel(c.spec, self.params.copy(), TrainState(
-            self.opt_a.copy(), self.opt_b.copy(), t=train.t + self._epoch_steps, n_iter=train.n_iter + 1,
+        xp = c.xp
+        return FittedModel(c.spec, network.copy(self.params, xp), TrainState(
+            network.copy(self.opt_a, xp), network.copy(self.opt_b, xp), t=train.t + self._epoch_steps, n_iter=train.n_iter + 1,
             loss=train.loss + (loss,), val_loss=train.val_loss, rng_state=self.rng.bit_generator.state), c.backend)
 
     def _reset(self):

@@ -81,18 +81,17 @@ class VAE(NeuralEstimator):
         rows, grads = state.objective_rows(Xc, eps=self._eps(state, eps, Xc.shape[0]), with_grads=True)
         return float(rows.sum()) / Xc.shape[0], self._grads_like_weights(state, grads)
 
-    def _heads(self, X, out, which):
-        state = self._state()
-        return self._apply(X, "X", state.spec.n_features, state.spec.width, out,
-                           lambda s, x, o: s.heads(x, which, o))
-
     def encode(self, X):
-        """(mu, logvar) of q(z|x), each (n, latent)."""
-        return self._heads(X, None, 0), self._heads(X, None, 1)
+        """(mu, logvar) of q(z|x), each (n, latent), from one pass of the encoder."""
+        state = self._state()
+        Xc = self._rows(state, X, "X", state.spec.n_features)
+        mu, logvar = state.heads(Xc)
+        return self._as_caller(state, mu, X), self._as_caller(state, logvar, X)
 
     def transform(self, X, out=None):
         """mu(x), the mean code: (n, latent)."""
-        return self._heads(X, out, 0)
+        state = self._state()
+        return self._apply(state, "mean", X, "X", state.spec.n_features, state.spec.width, out)
 
     def sample(self, n, seed=None):
         """n draws of decode(z), z ~ N(0, I): (n, D)."""

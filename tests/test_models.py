@@ -169,10 +169,13 @@ def test_divergence_stops_with_a_clear_error_and_keeps_finite_weights(rng):
     X = rng.uniform(size=(40, 6)) * 100
     model = fastae.Autoencoder(hidden=(16,), code=4, activation="linear", code_activation="linear",
                                optimizer="sgd", lr=10.0, momentum=0.9, epochs=50, seed=0)
+    model.set_params(lr=1e-4, epochs=1).fit(X)
+    model.set_params(lr=10.0, epochs=50, warm_start=True)
     with pytest.raises(FloatingPointError, match=r"epoch \d+.*learning rate"):
         model.fit(X)
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in model.get_weights())
-    assert all(np.isfinite(model.history_["loss"]))
+    assert all(np.isfinite(model.history_["loss"])) and len(model.history_["loss"]) == model.n_iter_ >= 1
+    assert np.isfinite(model.score(X))
 
 
 def test_verbose_shows_a_progress_bar(rng, capsys):
