@@ -17,17 +17,12 @@ __version__ = "0.1.0"
 
 def warmup(backend="cpu", dtypes=("float32", "float64")):
     """Compile (or load from the disk cache) every kernel and the models' training and inference
-    passes for `dtypes` now, so that no later call pays for it."""
-    import numpy as np
+    passes for `dtypes` now, in this process, so that no later call pays for it."""
+    from . import precompile
     kernels.warmup(backend, dtypes)
-    X = np.random.default_rng(0).uniform(size=(8, 3))
     for dtype in dtypes:
-        common = dict(epochs=1, batch_size=4, seed=0, backend=backend, dtype=dtype)
-        for model in (Autoencoder(hidden=(2,), code=2, l1=0.1, noise=0.1, **common),
-                      Autoencoder(hidden=(2,), code=2, output_activation="sigmoid", loss="bce", **common),
-                      VAE(hidden=(2,), latent=2, **common)):
-            model.fit(X).transform(X)
-            model.decode(model.transform(X))
-            model.score(X)
+        precompile.run(dtype, backend)
+
+
 __all__ = ["PCA", "Autoencoder", "VAE", "load", "backends", "warmup", "kernels", "NotFittedError",
            "__version__"]

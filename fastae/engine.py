@@ -11,7 +11,7 @@ Conventions: `params`/`grads` are flat buffers; `layout[l] = (W offset, out, in,
 NumPy structured array (as cheap to pass as any array; `config[0].l1` reads a field):
 - `config` (CONFIG): what the passes compute (loss, L1 weight, noise, optimizer, ...);
 - `plan` (PLAN): where each workspace slot starts in the flat buffer `work`, for up to `rows` rows.
-Every entry point (`train_steps`, `encode_into`, `layers_into`, `heads_into`, `objective_rows`)
+Every entry point (ENTRY_POINTS)
 checks the shapes it is handed against the layout and the plan before touching memory: compiled
 code does not trust its caller.
 
@@ -20,6 +20,7 @@ The kernel names below (affine_forward, mse_loss, ...) are bound per backend in 
 (fastae.kernels.cpu, .reference_out or .gpu), into the engine's namespace.
 """
 import functools
+import os
 import types
 
 import numpy as np
@@ -134,6 +135,20 @@ def check_rows(x, n_features):
 def check_out(out, n, cols):
     if out.shape[0] != n or out.shape[1] != cols:
         raise ValueError("out has the wrong shape for this model")
+
+
+def copy_into(src, dst):
+    """dst[:, :] = src for two arrays of one shape (checked by the callers), as a plain loop:
+    Numba's slice assignment compiles a formatted shape-mismatch error, seconds of cold start."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[i, j] = src[i, j]
+
+
+def copy_vector(src, dst):
+    """dst[:] = src for two 1-D arrays of one length (see copy_into)."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
 
 
 # ---- the passes
@@ -278,41 +293,66 @@ def vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, k
 
 # ---- entry points (called from Python; each checks what it is handed)
 
-def train_steps(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
-                first_batch, stop_batch, config, keys, first_step, is_vae, eps_placeholder, totals):
-    """Minibatches first_batch .. stop_batch - 1 of one pass over X in the order `index`: per
-    minibatch a gather into the workspace, (the denoising corruption), forward, backward and
-    optimizer update. Step b draws its noise from keys[b]; totals[b] gets its summed objective.
-    Returns the number of steps whose update left every weight and moment finite (it stops at
-    the first that did not)."""
-    p, c = plan[0], config[0]
+def check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                     first_batch, stop_batch, keys, totals, is_vae):
     check_network(params, grads, layout, acts)
     n_rows, dim = X.shape
     steps = (index.shape[0] + batch_size - 1) // batch_size
-    if (opt_a.size != params.size or opt_b.size != params.size or layout[0, 2] != dim
-            or min(batch_size, index.shape[0]) > p.rows or batch_size < 1 or first_batch < 0 or stop_batch > steps or keys.shape[0] < steps
+    rows = min(batch_size, index.shape[0])
+    if (opt_a.size != params.size or opt_b.size != params.size or layout[0, 2] != dim or batch_size < 1
+            or rows > p.rows or first_batch < 0 or stop_batch > steps or keys.shape[0] < steps
             or totals.shape[0] < steps):
         raise ValueError("train_steps: arguments do not match the network")
     check_model(layout, c, is_vae)
-    check_plan(work, p, layout, min(batch_size, index.shape[0]) * c.samples)
+    check_plan(work, p, layout, rows * c.samples)
     lo, hi = first_batch * batch_size, min(stop_batch * batch_size, index.shape[0])
-    if hi > lo and (index[lo:hi].min() < 0 or index[lo:hi].max() >= n_rows):
-        raise ValueError("train_steps: row index out of range")
+    for i in range(lo, hi):
+        if index[i] < 0 or index[i] >= n_rows:
+            raise ValueError("train_steps: row index out of range")
+
+
+def train_steps_ae(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
+                   first_batch, stop_batch, config, keys, first_step, totals):
+    """Autoencoder minibatches first_batch .. stop_batch - 1 of one pass over X in the order
+    `index`: per minibatch a gather into the workspace, the denoising corruption (drawn from
+    keys[b]), forward, backward and optimizer update; totals[b] gets its summed objective.
+    Returns the number of steps whose update left every weight and moment finite (it stops at
+    the first that did not)."""
+    p, c = plan[0], config[0]
+    check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                     first_batch, stop_batch, keys, totals, False)
+    dim = X.shape[1]
     for b in range(first_batch, stop_batch):
         start = b * batch_size
         n = min(batch_size, index.shape[0] - start)
         batch = view(work, p.batch, n, dim)
         gather_rows(X, index, start, batch)
-        if is_vae:
-            total = vae_objective(params, grads, layout, acts, work, p, batch, n, c, eps_placeholder,
-                                  False, keys[b], True)
-        elif c.noise > 0:
+        if c.noise > 0:
             noisy = view(work, p.noisy, n, dim)
             corrupt(batch, c.noise, c.noise_kind, keys[b], noisy)
-            total = ae_objective(params, grads, layout, acts, work, p, noisy, batch, n, c, True)
+            totals[b] = ae_objective(params, grads, layout, acts, work, p, noisy, batch, n, c, True)
         else:
-            total = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, True)
-        totals[b] = total
+            totals[b] = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, True)
+        if not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
+            return b - first_batch
+    return stop_batch - first_batch
+
+
+def train_steps_vae(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
+                    first_batch, stop_batch, config, keys, first_step, totals, eps_placeholder):
+    """VAE minibatches, as train_steps_ae; step b draws z's noise from keys[b] inside the kernels
+    (eps_placeholder is never read)."""
+    p, c = plan[0], config[0]
+    check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                     first_batch, stop_batch, keys, totals, True)
+    dim = X.shape[1]
+    for b in range(first_batch, stop_batch):
+        start = b * batch_size
+        n = min(batch_size, index.shape[0] - start)
+        batch = view(work, p.batch, n, dim)
+        gather_rows(X, index, start, batch)
+        totals[b] = vae_objective(params, grads, layout, acts, work, p, batch, n, c, eps_placeholder, False,
+                                  keys[b], True)
         if not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
             return b - first_batch
     return stop_batch - first_batch
@@ -330,7 +370,7 @@ def encode_into(params, layout, acts, work, plan, x, n, config, out):
         v = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
         l1_prox(v.ravel(), c.l1, c.nonneg, out.ravel())
     else:
-        out[:, :] = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
+        copy_into(forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split]), out)
 
 
 def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
@@ -341,7 +381,7 @@ def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
     check_rows(x, layout[first, 2])
     check_plan(work, p, layout, n)
     check_out(out, n, layout[last - 1, 1])
-    out[:, :] = forward_layers(params, layout, acts, first, last, x, work, p, n, acts[last - 1])
+    copy_into(forward_layers(params, layout, acts, first, last, x, work, p, n, acts[last - 1]), out)
 
 
 def heads_into(params, layout, acts, work, plan, x, n, config, mu, logvar):
@@ -355,42 +395,124 @@ def heads_into(params, layout, acts, work, plan, x, n, config, mu, logvar):
     check_out(mu, n, k)
     check_out(logvar, n, k)
     m, lv = vae_heads(params, layout, acts, work, p, x, n, c)
-    mu[:, :] = m
-    logvar[:, :] = lv
+    copy_into(m, mu)
+    copy_into(lv, logvar)
 
 
-def objective_rows(params, grads, layout, acts, work, plan, x, n, config, is_vae, eps, has_eps, key,
-                   with_grads, rec_rows, kl_rows):
-    """The per-row objective terms of n rows without noise (AE) or with eps / the stream `key`
-    (VAE): rec_rows[:samples * n] the reconstruction terms, kl_rows[:n] the KL (VAE); returns
-    their total. With `with_grads` the gradient of the mean goes into `grads`."""
-    p, c = plan[0], config[0]
+def check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, kl_rows, is_vae):
     check_network(params, grads, layout, acts)
     check_model(layout, c, is_vae)
     check_rows(x, layout[0, 2])
     check_plan(work, p, layout, n * c.samples)
-    if rec_rows.shape[0] < n * c.samples or kl_rows.shape[0] < n:
-        raise ValueError("objective_rows: result buffers too small")
-    if is_vae:
-        k = layout[c.split, 1] // 2
-        if has_eps and (eps.shape[0] != n * c.samples or eps.shape[1] != k):
-            raise ValueError("objective_rows: eps has the wrong shape")
-        total = vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, key, with_grads)
-        kl_rows[:n] = work[p.kl:p.kl + n]
-    else:
-        total = ae_objective(params, grads, layout, acts, work, p, x, x, n, c, with_grads)
-    rec_rows[:n * c.samples] = work[p.rows_out:p.rows_out + n * c.samples]
+    if rec_rows.shape[0] < n * c.samples or kl_rows.shape[0] < n or x.shape[0] < n:
+        raise ValueError("objective_rows: buffers too small")
+
+
+def objective_rows_ae(params, grads, layout, acts, work, plan, x, n, config, with_grads, rec_rows):
+    """Autoencoder: the per-row objective (reconstruction + L1 penalty, no noise) of n rows into
+    rec_rows[:n]; returns their total. With `with_grads` the gradient of the mean goes into
+    `grads`."""
+    p, c = plan[0], config[0]
+    check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, rec_rows, False)
+    total = ae_objective(params, grads, layout, acts, work, p, x, x, n, c, with_grads)
+    copy_vector(work[p.rows_out:p.rows_out + n], rec_rows[:n])
     return total
 
 
-ENGINE = ("view", "layer", "scratch", "layer_out", "check_network", "check_chain", "check_model", "check_plan", "check_rows",
-          "check_out", "forward_layers", "backward_layers", "optimizer_update", "reconstruction_loss",
-          "ae_code", "ae_objective", "vae_heads", "vae_objective", "train_steps", "encode_into",
-          "layers_into", "heads_into", "objective_rows")
+def objective_rows_vae(params, grads, layout, acts, work, plan, x, n, config, with_grads, rec_rows,
+                       kl_rows, eps, has_eps, key):
+    """VAE: the reconstruction terms of the samples * n stacked draws (eps, sample-major, or the
+    stream `key`) into rec_rows and the per-row KL into kl_rows; returns the objective's total."""
+    p, c = plan[0], config[0]
+    check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, kl_rows, True)
+    if has_eps and (eps.shape[0] != n * c.samples or eps.shape[1] != layout[c.split, 1] // 2):
+        raise ValueError("objective_rows: eps has the wrong shape")
+    total = vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, key, with_grads)
+    copy_vector(work[p.kl:p.kl + n], kl_rows[:n])
+    copy_vector(work[p.rows_out:p.rows_out + n * c.samples], rec_rows[:n * c.samples])
+    return total
+
+
+ENGINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "check_network", "check_chain",
+          "check_model", "check_plan", "check_rows", "check_out", "check_train_args", "check_objective_args",
+          "forward_layers", "backward_layers", "optimizer_update", "reconstruction_loss", "ae_code",
+          "ae_objective", "vae_heads", "vae_objective", "train_steps_ae", "train_steps_vae", "encode_into",
+          "layers_into", "heads_into", "objective_rows_ae", "objective_rows_vae")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
        "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")
-ENTRY_POINTS = ("train_steps", "encode_into", "layers_into", "heads_into", "objective_rows")
+# Small helpers are typed into their callers (Numba IR inlining) rather than compiled on their own:
+# each separately compiled function costs ~0.1 s of cold start. The passes themselves stay separate
+# functions: inlining them multiplies the code LLVM optimizes.
+INLINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "check_network", "check_chain",
+          "check_model", "check_plan", "check_rows", "check_out", "check_train_args", "check_objective_args")
+ENTRY_POINTS = ("train_steps_ae", "train_steps_vae", "encode_into", "layers_into", "heads_into",
+                "objective_rows_ae", "objective_rows_vae")
+
+
+DEFER = True  # False: models compile the engine in this process (warmup, fastae.precompile)
+# FASTAE_BACKGROUND_COMPILE=0: compile the engine in the process that needs it, as plain Numba does
+BACKGROUND_COMPILE = os.environ.get("FASTAE_BACKGROUND_COMPILE", "1") not in ("0", "")
+
+
+def for_model(backend, dtype):
+    """The engine a model of `dtype` runs on. On the cpu backend: the compiled engine when its
+    machine code for this dtype is at hand (compiled in this process or in the disk cache);
+    until then the same engine code run in Python over the compiled kernels (bit-identical
+    results, slower steps), while a background process compiles the engine into the disk cache
+    (`python -m fastae.precompile`). So a first fit or transform on a new machine waits for the
+    kernels (seconds), not for the whole engine (half a minute)."""
+    if backend != "cpu" or not DEFER:
+        return for_backend(backend)
+    return _deferred(str(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _deferred(dtype):
+    return _Deferred(for_backend("cpu"), for_backend("cpu-python"), dtype)
+
+
+class _Deferred:
+    """Entry points that switch from Python to compiled code once the compiled code is ready."""
+
+    def __init__(self, compiled, python, dtype):
+        self._compiled, self._python, self._dtype = compiled, python, dtype
+        self._process, self._looked = None, set()
+        for name in ENTRY_POINTS:
+            setattr(self, name, self._entry(name))
+
+    def _entry(self, name):
+        jitted, python = getattr(self._compiled, name), getattr(self._python, name)
+
+        def call(*args):
+            if self._ready(name, jitted, args):
+                setattr(self, name, jitted)  # from now on the attribute is the compiled function
+                return jitted(*args)
+            return python(*args)
+        return call
+
+    def _ready(self, name, jitted, args):
+        from .kernels import jit
+        if not DEFER or not jit.caching_enabled(jitted) or not BACKGROUND_COMPILE:
+            return True  # compile here, as plain Numba would
+        if name not in self._looked:  # the disk cache is read once, then when the compile is done
+            self._looked.add(name)
+            if jit.load_cached(jitted, args):
+                return True
+        if self._process is None:
+            self._process = _start_precompile(self._dtype)
+        status = self._process.poll()
+        if status is None:
+            return False
+        # done: load what it compiled (or, had it failed, compile here)
+        return status != 0 or jit.load_cached(jitted, args) or True
+
+
+def _start_precompile(dtype):
+    import subprocess
+    import sys
+    return subprocess.Popen([sys.executable, "-m", "fastae.precompile", dtype], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @functools.lru_cache(maxsize=None)
@@ -400,10 +522,14 @@ def for_backend(backend):
     On Python backends the records are handed over as `np.recarray` views, so that `plan[0].z`
     reads a field there as it does in compiled code."""
     from .kernels import backend as _backend
-    ops = _backend.module("numpy_out" if backend == "numpy" else backend)
+    ops = _backend.module({"numpy": "numpy_out", "cpu-python": "cpu"}.get(backend, backend))
     if backend == "cpu":
         from .kernels.jit import cpu_jit
-        jit = cpu_jit
+
+        def jit(fn):
+            # small helpers are typed into their callers rather than compiled on their own: each
+            # separately compiled function costs ~0.1 s of cold start
+            return cpu_jit(fn, inline="always") if fn.__name__ in INLINE else _without_literals(cpu_jit(fn))
     else:
         def jit(fn):
             return fn
@@ -416,6 +542,20 @@ def for_backend(backend):
     if backend != "cpu":
         entries = {name: _with_recarrays(fn) for name, fn in entries.items()}
     return types.SimpleNamespace(**entries)
+
+
+def _without_literals(dispatcher):
+    """Compile `dispatcher` for plain argument types when compiled code calls it: Numba would
+    otherwise compile one more specialization per literal argument (forward_layers(..., 0, ...)
+    and forward_layers(..., split + 1, ...)), each costing seconds of cold start."""
+    from numba.core import types as nb_types
+    typed = dispatcher.get_call_template
+
+    def get_call_template(args, kws):
+        return typed(tuple(nb_types.unliteral(a) for a in args),
+                     {k: nb_types.unliteral(v) for k, v in kws.items()})
+    dispatcher.get_call_template = get_call_template
+    return dispatcher
 
 
 def _with_recarrays(fn):

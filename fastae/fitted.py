@@ -139,7 +139,7 @@ class FittedModel:
         try:
             return self._engine
         except AttributeError:
-            self._engine = engine.for_backend(self.backend)
+            self._engine = engine.for_model(self.backend, self.dtype.name)
             return self._engine
 
     def replace(self, params=None, **train_fields):
@@ -267,8 +267,12 @@ class FittedModel:
                 e, has_eps, key = placeholder, False, noise_key(_chunk_seed(seed, c))
             else:
                 e, has_eps, key = eps.reshape(samples * m, -1), True, np.uint64(0)
-            eng.objective_rows(self.params, grads, net.layout, net.acts, work, plan, x, m, config, spec.is_vae,
-                               e, has_eps, key, with_grads, rec, kl)
+            if spec.is_vae:
+                eng.objective_rows_vae(self.params, grads, net.layout, net.acts, work, plan, x, m, config,
+                                       with_grads, rec, kl, e, has_eps, key)
+            else:
+                eng.objective_rows_ae(self.params, grads, net.layout, net.acts, work, plan, x, m, config,
+                                      with_grads, rec)
             rows = rec[:samples * m].reshape(samples, m).mean(axis=0)
             result[start:start + m] = rows + beta * kl[:m] if spec.is_vae else rows
         return (result, grads) if with_grads else result

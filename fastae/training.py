@@ -57,13 +57,11 @@ class Trainer:
             for _ in range(epochs):
                 start = time.perf_counter()
                 loss = self._epoch(X, train_index)
-                logs = {"loss": loss, "rows_per_s": train_index.shape[0] / (time.perf_counter() - start)}
+                logs = {"loss": loss, "rows_per_s": self._epoch_rows / (time.perf_counter() - start)}
                 state = self._snapshot(loss)
                 self._check_outputs(state, X)
                 if X_val is not None or val_index is not None:
-                    rows = state.objective_rows(X if X_val is None else X_val, index=val_index,
-                                                seed=state.spec.score_seed)
-                    logs["val_loss"] = float(rows.mean())
+                    logs["val_loss"] = self._val_loss(state, X, X_val, val_index)
                     state = state.replace(val_loss=state.train.val_loss + (logs["val_loss"],))
                 self.committed = state
                 self.commit(state)
@@ -91,6 +89,11 @@ class Trainer:
             self.commit(self.committed)
         return self.committed
 
+    def _val_loss(self, state, X, X_val, val_index):
+        """The validation objective of a new state: X_val, or the rows `val_index` of X."""
+        rows = state.objective_rows(X if X_val is None else X_val, index=val_index, seed=state.spec.score_seed)
+        return float(rows.mean())
+
     def _epoch(self, X, train_index):
         """One shuffled pass in compiled calls of about CALL_SECONDS; the mean per-row objective.
         On divergence the working copies are reset to the committed state and FloatingPointError
@@ -105,7 +108,7 @@ class Trainer:
         xp = self.start.xp
         order = xp.asarray(order.astype(np.int64))
         totals = np.zeros(steps)
-        self._epoch_steps = steps
+        self._epoch_steps, self._epoch_rows = steps, n
         try:
             done = 0
             while done < steps:
@@ -132,6 +135,57 @@ class Trainer:
             raise
         return loss
 
+    def _epoch_blocks(self, n_blocks, fetch):
+        """One pass over data held as `n_blocks` row blocks (out of core): the block order is drawn
+        from the random stream (in order when shuffle=False), `fetch(order)` yields each block as a
+        checked array of the model dtype on the backend, one at a time, and the rows of each block
+        are shuffled and cut into minibatches (none spans two blocks). Same guarantees as `_epoch`:
+        on any exception, a failing block included, the working copies and the random stream go
+        back to the committed state. Returns the mean per-row objective."""
+        shuffle, batch, xp = self.p["shuffle"], self.p["batch_size"], self.start.xp
+        total, rows, taken = 0.0, 0, 0
+        try:
+            order = self.rng.permutation(n_blocks) if shuffle else np.arange(n_blocks)
+            for X in fetch(order):
+                n = X.shape[0]
+                if n == 0:
+                    continue
+                index = self.rng.permutation(n) if shuffle else np.arange(n)
+                steps = (n + batch - 1) // batch
+                base = np.uint64(self.rng.integers(0, 2 ** 63))
+                with np.errstate(over="ignore"):
+                    keys = ew.mix64(base + np.arange(steps, dtype=np.uint64) * ew._GOLDEN)
+                index = xp.asarray(index.astype(np.int64))
+                totals = np.zeros(steps)
+                done = 0
+                while done < steps:
+                    stop = min(steps, done + self._steps_per_call())
+                    began = time.perf_counter()
+                    good = self._steps(X, index, keys, totals, done, stop, offset=taken)
+                    if good < stop - done:
+                        raise FloatingPointError(f"the weights or optimizer state became non-finite in step "
+                                                 f"{self.committed.train.t + taken + done + good + 1}")
+                    self._seconds_per_step = (time.perf_counter() - began) / (stop - done)
+                    done = stop
+                self._last_rows = X[index[(steps - 1) * batch:]]  # a copy: the block itself is let go
+                total, rows, taken = total + float(totals.sum()), rows + n, taken + steps
+            if rows == 0:
+                raise ValueError("X has no rows")
+            self._epoch_steps, self._epoch_rows = taken, rows
+            loss = total / rows
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"the loss became {loss}")
+        except FloatingPointError as exc:
+            self._reset()
+            raise FloatingPointError(
+                f"training diverged in epoch {self.committed.train.n_iter + 1}: {exc}; the learning rate "
+                f"(lr={self.p['lr']}) is likely too high. The model keeps the state of the last "
+                "completed epoch.") from None
+        except BaseException:
+            self._reset()
+            raise
+        return loss
+
     def _check_outputs(self, state, X):
         """Finite weights can still overflow in the layers (lr=1e30 gives weights near 1e30): the
         new state's objective on the epoch's last minibatch must be finite too."""
@@ -143,7 +197,9 @@ class Trainer:
                 f"objective; the learning rate (lr={self.p['lr']}) is likely too high. The model keeps "
                 "the state of the last completed epoch.")
 
-    def _steps(self, X, order, keys, totals, first, stop):
+    def _steps(self, X, order, keys, totals, first, stop, offset=0):
+        """Steps first .. stop - 1 of the pass `order` over X; `offset`: steps already taken in
+        this epoch (out-of-core epochs run one pass per block)."""
         c = self.committed
         net = c.net
         rows = min(self.p["batch_size"], order.shape[0])
@@ -151,9 +207,11 @@ class Trainer:
             self._work, self._plan = c.workspace(rows, c.spec.n_samples if c.spec.is_vae else 1)
             self._work_rows = rows
             self._placeholder = c.xp.zeros((1, 1), c.dtype)  # eps is drawn in the kernels
-        return c.engine.train_steps(self.params, self.grads, self.opt_a, self.opt_b, net.layout, net.acts,
-                                    self._work, self._plan, X, order, self.p["batch_size"], first, stop,
-                                    self.config, keys, c.train.t, c.spec.is_vae, self._placeholder, totals)
+        args = (self.params, self.grads, self.opt_a, self.opt_b, net.layout, net.acts, self._work, self._plan, X,
+                order, self.p["batch_size"], first, stop, self.config, keys, c.train.t + offset, totals)
+        if c.spec.is_vae:
+            return c.engine.train_steps_vae(*args, self._placeholder)
+        return c.engine.train_steps_ae(*args)
 
     def _steps_per_call(self):
         if self._seconds_per_step is None:

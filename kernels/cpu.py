@@ -149,7 +149,8 @@ def noise_row(eps, has_eps, key, i, pairs, out):
     i * K .. i * K + K - 1 of the stream, drawn two at a time into `pairs` (K + 2 long)."""
     k = out.size
     if has_eps:
-        out[:] = eps[i]
+        for j in range(k):
+            out[j] = eps[i, j]
         return
     start = i * k
     offset = start & 1
@@ -158,7 +159,8 @@ def noise_row(eps, has_eps, key, i, pairs, out):
         a, b = normal_pair(key, np.uint64(first + q))
         pairs[2 * q] = a
         pairs[2 * q + 1] = b
-    out[:] = pairs[offset:offset + k]
+    for j in range(k):
+        out[j] = pairs[offset + j]
 
 
 @jit
@@ -285,11 +287,15 @@ def corrupt(x, level, kind, key, out):
                 out[i, j] = x[i, j] if uniform_at(key, c) >= level else x[i, j] * 0
 
 
+# Copies below are plain loops: Numba's array slice assignment compiles a formatted
+# shape-mismatch error (string code), seconds of cold start per kernel.
 @jit
 def gather_rows(X, index, start, out):
     """out[r] = X[index[start + r]]: a shuffled minibatch copied into a reused buffer."""
     for r in range(out.shape[0]):
-        out[r, :] = X[index[start + r]]
+        row = index[start + r]
+        for j in range(out.shape[1]):
+            out[r, j] = X[row, j]
 
 
 @jit
@@ -312,18 +318,23 @@ def l1_penalty_rows(h, lam, rows):
 
 @jit
 def repeat_rows(src, copies, out):
-    n = src.shape[0]
+    n, k = src.shape
     for s in range(copies):
-        out[s * n:(s + 1) * n] = src
+        for i in range(n):
+            for j in range(k):
+                out[s * n + i, j] = src[i, j]
 
 
 @jit
 def fold_rows(src, copies, out):
     """out = the sum of the `copies` stacked blocks of src."""
-    n = out.shape[0]
-    out[:] = src[:n]
-    for s in range(1, copies):
-        out += src[s * n:(s + 1) * n]
+    n, k = out.shape
+    for i in range(n):
+        for j in range(k):
+            acc = src[i, j]
+            for s in range(1, copies):
+                acc += src[s * n + i, j]
+            out[i, j] = acc
 
 
 @jit

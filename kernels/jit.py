@@ -11,6 +11,7 @@ import glob
 import hashlib
 import importlib.util
 import os
+import tempfile
 import warnings
 
 import numba
@@ -63,7 +64,57 @@ class _TreeStampedLocator:
         return ("fastae", tree_stamp(), self._locator.get_source_stamp())
 
 
+class _TempDirLocator(caching.UserProvidedCacheLocator):
+    """The last resort before compiling in memory (a read-only install with an unwritable HOME):
+    a private per-user folder under the system temp dir, so the machine compiles once, not every
+    process."""
+
+    def __init__(self, py_func, py_file):
+        super().__init__(py_func, py_file)
+        self._cache_path = os.path.join(temp_cache_root(), self.get_suitable_cache_subpath(py_file))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not os.path.exists(py_file):
+            return None
+        self = cls(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None
+        if not _fallback_warned:
+            _fallback_warned.append(self._cache_path)
+            warnings.warn(f"fastae: no writable Numba cache directory beside the package or in HOME; compiled "
+                          f"kernels are cached in {temp_cache_root()} (set NUMBA_CACHE_DIR to choose the folder)",
+                          RuntimeWarning, stacklevel=_caller_stacklevel())
+        return self
+
+
+_fallback_warned = []
+
+
+def temp_cache_root():
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return os.path.join(tempfile.gettempdir(), f"fastae-numba-cache-{uid}")
+
+
+def _caller_stacklevel():
+    """The stacklevel of the first frame outside fastae, numba and the standard library: the
+    user's line. (warnings.warn does not count importlib's bootstrap frames.)"""
+    import sys
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    skip = (here, os.path.dirname(numba.__file__), "<frozen importlib", os.path.dirname(warnings.__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
+        name = frame.f_code.co_filename if frame is not None else ""
+        level += 0 if ("importlib" in name and "_bootstrap" in name) else 1
+    return level
+
+
 class _TreeStampedImpl(caching.CompileResultCacheImpl):
+    _locator_classes = list(caching.CompileResultCacheImpl._locator_classes) + [_TempDirLocator]
+
     def __init__(self, py_func):
         super().__init__(py_func)  # picks the locator as Numba would (RuntimeError: none usable)
         self._locator = _TreeStampedLocator(self._locator)
@@ -95,7 +146,33 @@ def cpu_jit(fn=None, **options):
         dispatcher._cache = TreeStampedCache(dispatcher.py_func)
     except RuntimeError:
         if not _uncached:
-            warnings.warn("fastae: no writable Numba cache directory (set NUMBA_CACHE_DIR); "
-                          "kernels are compiled in memory at each start", RuntimeWarning, stacklevel=2)
+            warnings.warn("fastae: no writable Numba cache directory, not even under the temp dir (set "
+                          "NUMBA_CACHE_DIR); kernels are compiled in memory at each start", RuntimeWarning,
+                          stacklevel=_caller_stacklevel())
         _uncached.append(fn.__name__)
     return dispatcher
+
+
+def load_cached(dispatcher, args):
+    """Add the disk-cached machine code of `dispatcher` for these arguments without compiling
+    anything: True if the cache had it (or it is compiled already), False otherwise. (What
+    `Dispatcher.compile` does before it compiles, without the compile.)"""
+    from numba.core.compiler_lock import global_compiler_lock
+    sig = tuple(numba.typeof(a) for a in args)
+    if sig in dispatcher.overloads:
+        return True
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, TreeStampedCache):
+        return False
+    with global_compiler_lock:
+        cres = cache.load_overload(sig, dispatcher.targetctx)
+        if cres is None:
+            return False
+        dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        dispatcher.add_overload(cres)
+    return True
+
+
+def caching_enabled(dispatcher):
+    """Whether compiled code of `dispatcher` goes to (and comes from) a disk cache."""
+    return isinstance(getattr(dispatcher, "_cache", None), TreeStampedCache)

@@ -53,9 +53,10 @@ def test_kernels_are_cached_on_disk(tmp_path):
     assert "Counter()" not in again.stdout.splitlines()[-1]
 
 
-def test_read_only_install_and_cache_directory_still_work(tmp_path):
+def test_read_only_install_caches_once_per_machine_under_the_temp_dir(tmp_path):
     """The package, HOME and NUMBA_CACHE_DIR all on a read-only mount (root: a private mount
-    namespace). Numba would raise 'cannot cache function'; fastae falls back to compiling in memory."""
+    namespace). Numba would raise 'cannot cache function'; fastae caches under the temp dir, so a
+    second process loads instead of compiling, and warns at the caller's line."""
     if shutil.which("unshare") is None or os.geteuid() != 0:
         pytest.skip("needs root and unshare to make a read-only mount")
     root = tmp_path / "ro"
@@ -65,23 +66,32 @@ def test_read_only_install_and_cache_directory_still_work(tmp_path):
                         ignore=shutil.ignore_patterns("__pycache__"))
     (root / "home").mkdir()
     (root / "cache").mkdir()
+    writable_tmp = tmp_path / "tmp"
+    writable_tmp.mkdir()
     probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"unshare is not permitted here: {probe.stderr.decode().strip()}")
-    code = ("import fastae, numpy as np; "
+    code = ("import fastae, numpy as np; from fastae.kernels import cpu; "
             "print(fastae.kernels.l1_prox(np.array([-2.0, 0.1, 3.0]), 1.0)); "
-            "print(fastae.kernels.affine_forward(np.ones((1, 2)), np.ones((1, 2)), np.zeros(1), 'relu'))")
-    script = (f"mount --bind {root} {root} && mount -o remount,ro,bind {root} {root} && "
-              f"touch {root}/probe 2>/dev/null && echo WRITABLE; "
-              f"cd {root} && {sys.executable} -c \"{code}\"")
-    env = {**os.environ, "HOME": str(root / "home"), "NUMBA_CACHE_DIR": str(root / "cache"),
-           "PYTHONPATH": str(root / "site")}
-    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
-                            env=env, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "WRITABLE" not in result.stdout
-    assert result.stdout.split() == ["[-1.", "0.", "2.]", "[[2.]]"]
-    assert "no writable Numba cache directory" in result.stderr
+            "print(dict(cpu.l1_prox.stats.cache_hits))")
+
+    def run(tmpdir):
+        script = (f"mount --bind {root} {root} && mount -o remount,ro,bind {root} {root} && "
+                  f"touch {root}/probe 2>/dev/null && echo WRITABLE; "
+                  f"cd {root} && {sys.executable} -c \"{code}\"")
+        env = {**os.environ, "HOME": str(root / "home"), "NUMBA_CACHE_DIR": str(root / "cache"),
+               "PYTHONPATH": str(root / "site"), "TMPDIR": str(tmpdir)}
+        result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                                env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "WRITABLE" not in result.stdout
+        assert result.stdout.split()[:3] == ["[-1.", "0.", "2.]"]
+        return result
+    first, second = run(writable_tmp), run(writable_tmp)
+    assert "{}" in first.stdout and "{}" not in second.stdout  # the second process loaded the cache
+    for result in (first, second):
+        assert "<string>:1: RuntimeWarning" in result.stderr and "NUMBA_CACHE_DIR" in result.stderr
+        assert str(writable_tmp) in result.stderr
 
 
 def test_warmup_compiles_every_kernel_and_the_model_passes():
@@ -94,6 +104,11 @@ def test_warmup_compiles_every_kernel_and_the_model_passes():
     compiled = engine.for_backend("cpu")
     for name in engine.ENTRY_POINTS:
         assert getattr(compiled, name).signatures, name
+    # models use the compiled engine from now on: no Python steps, no background compile
+    deferred = engine.for_model("cpu", "float64")
+    X = np.random.default_rng(0).uniform(size=(8, 3))
+    fastae.Autoencoder(hidden=(2,), code=2, epochs=1, dtype="float64").fit(X).transform(X)
+    assert deferred.train_steps_ae is compiled.train_steps_ae and deferred.encode_into is compiled.encode_into
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
