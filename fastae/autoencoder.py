@@ -1,5 +1,5 @@
 """Autoencoder: plain, sparse (L1 proximal code) and denoising, trained by the engine."""
-from . import validation
+from . import dask_support, validation
 from .estimator import NeuralEstimator, store_params
 from .fitted import Spec
 
@@ -43,12 +43,16 @@ class Autoencoder(NeuralEstimator):
         """Codes of X: (n, code), the whole encoder in one compiled call per chunk of rows.
         `out=` takes a preallocated C-contiguous result."""
         state = self._state()
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "encode", X, out)
         return self._apply(state, "encode", X, "X", state.spec.n_features, state.spec.width, out)
 
     encode = transform
 
     def score_samples(self, X):
         """Minus the per-row objective (reconstruction loss + l1 * ||code||_1): higher is better."""
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "score", X)
         state, _, rows = self._objective(X)
         return self._as_caller(state, -rows, X)
 

@@ -6,7 +6,7 @@ import inspect
 
 import numpy as np
 
-from . import validation
+from . import dask_support, validation
 from .fitted import FittedModel, Spec, TrainState
 from .kernels import backend as _backend
 from .training import Trainer, initial_state
@@ -162,6 +162,8 @@ class NeuralEstimator(Estimator):
         return self._fit(X, _validation_rows(y, X_val), partial=True)
 
     def _fit(self, X, X_val, partial):
+        if dask_support.is_dask(X) or dask_support.is_dask(X_val):
+            return dask_support.fit(self, X, X_val, partial)  # out of core, block by block
         # everything is checked before anything changes: a failed check leaves the model as it was
         p = self._checked_params()
         Xc = self._data(X, "X", p["dtype"], p["backend"])
@@ -170,20 +172,7 @@ class NeuralEstimator(Estimator):
         self._check_data(spec, Xc, "X")
         if Xv is not None:
             self._check_data(spec, Xv, "X_val")
-        old = self._fitted
-        if old is not None and (partial or p["warm_start"]):
-            if spec.n_features != old.spec.n_features:
-                raise ValueError(f"X has {spec.n_features} features, but {type(self).__name__} is expecting "
-                                 f"{old.spec.n_features} features as input (partial_fit and warm_start continue "
-                                 "the fitted network)")
-            changed = spec.changed_architecture(old.spec)
-            if changed:
-                how = "partial_fit" if partial else "warm_start=True"
-                raise ValueError(f"{how} continues the fitted network, but {', '.join(changed)} changed "
-                                 f"since it was fitted; call fit (with warm_start=False) to start afresh")
-            start = FittedModel(spec, old.params, old.train, old.backend).to_backend(p["backend"])
-        else:
-            start = initial_state(spec, p["backend"], np.random.default_rng(p["seed"]))
+        start = self._starting_state(p, spec, partial)
         rng = np.random.default_rng()
         rng.bit_generator.state = start.train.rng_state
         n = Xc.shape[0]
@@ -201,6 +190,23 @@ class NeuralEstimator(Estimator):
         trainer = Trainer(start, p, commit, callback=p["callback"], owner=self, verbose=p["verbose"])
         trainer.run(Xc, 1 if partial else p["epochs"], train_index, Xv, val_index)
         return self
+
+    def _starting_state(self, p, spec, partial):
+        """The state training starts from: the fitted one (partial_fit, warm_start; the
+        architecture must be unchanged) on p's backend, or fresh weights from p's seed."""
+        old = self._fitted
+        if old is not None and (partial or p["warm_start"]):
+            if spec.n_features != old.spec.n_features:
+                raise ValueError(f"X has {spec.n_features} features, but {type(self).__name__} is expecting "
+                                 f"{old.spec.n_features} features as input (partial_fit and warm_start continue "
+                                 "the fitted network)")
+            changed = spec.changed_architecture(old.spec)
+            if changed:
+                how = "partial_fit" if partial else "warm_start=True"
+                raise ValueError(f"{how} continues the fitted network, but {', '.join(changed)} changed "
+                                 f"since it was fitted; call fit (with warm_start=False) to start afresh")
+            return FittedModel(spec, old.params, old.train, old.backend).to_backend(p["backend"])
+        return initial_state(spec, p["backend"], np.random.default_rng(p["seed"]))
 
     def _check_data(self, spec, Xc, name):
         """Model-specific checks of training data (VAE: [0, 1] for the bernoulli likelihood)."""
@@ -233,6 +239,8 @@ class NeuralEstimator(Estimator):
     def decode(self, Z, out=None):
         """Reconstructions (n, D) from codes (n, code) or latents (n, latent)."""
         state = self._state()
+        if dask_support.is_dask(Z):
+            return dask_support.apply(self, "decode", Z, out)
         return self._apply(state, "decode", Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out)
 
     inverse_transform = decode

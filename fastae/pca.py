@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 
-from . import validation
+from . import dask_support, validation
 from .estimator import Estimator
 
 
@@ -33,7 +33,11 @@ class PCA(Estimator):
         self.dtype = dtype
 
     def fit(self, X, y=None):
+        """Principal directions of X by one SVD. A dask array X is computed (brought into this
+        process's memory in full) first: PCA does not fit out of core."""
         p = validation.params(self, validation.PCA)
+        if dask_support.is_dask(X):
+            X = dask_support.computed(X, "X")
         X = validation.data(X, "X", p["dtype"])
         n, d = X.shape
         k = p["n_components"]
@@ -71,12 +75,16 @@ class PCA(Estimator):
         """Codes (n, k): (X - mean_) @ components_.T, in float64 so that a row's code does not
         depend on the rows around it (BLAS blocks by position)."""
         state = self._state()
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "pca_transform", X)
         X = self._checked(state, X, "X", state.n_features)
         return _rowwise(X, state.mean, state.components.T).astype(state.components.dtype)
 
     def inverse_transform(self, C):
         """Reconstructions (n, D) from codes: C @ components_ + mean_."""
         state = self._state()
+        if dask_support.is_dask(C):
+            return dask_support.apply(self, "pca_inverse", C)
         C = self._checked(state, C, "C", state.components.shape[0])
         return (_rowwise(C, 0.0, state.components) + state.mean).astype(state.components.dtype)
 
@@ -86,6 +94,8 @@ class PCA(Estimator):
     def score_samples(self, X):
         """Minus the per-row squared reconstruction error (higher is better)."""
         state = self._state()
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "pca_score", X)
         X = self._checked(state, X, "X", state.n_features)
         return -np.sum((X - self.reconstruct(X)) ** 2, axis=1)
 

@@ -2,7 +2,7 @@
 engine with the noise drawn (and regenerated for the backward) inside the kernels."""
 import numpy as np
 
-from . import validation
+from . import dask_support, validation
 from .estimator import NeuralEstimator, store_params
 from .fitted import Spec
 from .kernels import checks
@@ -56,6 +56,8 @@ class VAE(NeuralEstimator):
         over n_samples draws from `seed` (None: fresh random noise)."""
         state = self._state()
         seed = checks.seed(seed)  # None draws fresh entropy, as in the kernels
+        if dask_support.is_dask(X):
+            return dask_support.elbo(self, X, eps, seed)
         Xc = self._rows(state, X, "X", state.spec.n_features)
         self._check_data(state.spec, Xc, "X")
         eps = self._eps(state, eps, Xc.shape[0])
@@ -84,6 +86,8 @@ class VAE(NeuralEstimator):
     def encode(self, X):
         """(mu, logvar) of q(z|x), each (n, latent), from one pass of the encoder."""
         state = self._state()
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "heads", X)
         Xc = self._rows(state, X, "X", state.spec.n_features)
         mu, logvar = state.heads(Xc)
         return self._as_caller(state, mu, X), self._as_caller(state, logvar, X)
@@ -91,6 +95,8 @@ class VAE(NeuralEstimator):
     def transform(self, X, out=None):
         """mu(x), the mean code: (n, latent)."""
         state = self._state()
+        if dask_support.is_dask(X):
+            return dask_support.apply(self, "mean", X, out)
         return self._apply(state, "mean", X, "X", state.spec.n_features, state.spec.width, out)
 
     def sample(self, n, seed=None):
