@@ -82,9 +82,9 @@ def result_array(out, shape, dtype, xp):
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise ValueError(f"out must have shape {tuple(shape)} and dtype {np.dtype(dtype)}, got "
                          f"{tuple(out.shape)} {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
-    return out
+    if not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+        raise ValueError("out must be a writeable, aligned C-contiguous array")
+    return out if type(out) is xp.ndarray else out.view(xp.ndarray)  # one array type for Numba
 
 
 def store_params(estimator, params):
@@ -216,7 +216,8 @@ class NeuralEstimator(Estimator):
         """X for inference: a C-contiguous NumPy array of the model dtype on the cpu backend is
         used as it is after a compiled NaN/inf check; anything else is converted and checked."""
         if (type(X) is np.ndarray and X.dtype is state.dtype and state.backend == "cpu" and X.ndim == 2
-                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous):
+                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous and X.flags.writeable
+                and X.flags.aligned):
             if _cpu_all_finite()(X.reshape(-1)):
                 return X
         return validation.data(X, name, state.dtype, n_in, type(self).__name__, state.xp)
@@ -291,6 +292,20 @@ class NeuralEstimator(Estimator):
 
     def _grads_like_weights(self, state, grads):
         return [(state.host(dW).copy(), state.host(db).copy()) for dW, db in state.layers(grads)]
+
+    # ---- export
+    def to_onnx(self, path, part="encode"):
+        """Write `part` ("encode", "decode" or "reconstruct") of the fitted model to an ONNX file at
+        exactly `path`, read from the fitted state (needs the onnx package: fastae[onnx])."""
+        from .onnx_export import export
+        export(self, path, part)
+
+    def compiled(self, part="encode", c_abi=False):
+        """`part` of the fitted model as a Numba-compiled `f(x, out)` with private weights, callable
+        from Python and from @numba.njit code; with c_abi=True a numba.cfunc
+        `int32 f(const T* x, int64 n_rows, T* out)`. Compiled on first request, then cached."""
+        from .compiled import compiled
+        return compiled(self, part, c_abi)
 
 
 __all__ = ["Estimator", "NeuralEstimator", "Spec", "TrainState", "store_params", "result_array"]

@@ -6,6 +6,7 @@ import numbers
 import numpy as np
 
 from .kernels import backend as _backend
+from .kernels.checks import kernel_array
 from .kernels.elementwise import ACTIVATIONS
 
 
@@ -46,7 +47,7 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} "
                          "features as input")
-    X = xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
+    X = kernel_array(X, dtype, xp)
     if not all_finite(X, xp):
         raise ValueError(f"{name} contains NaN or infinity")
     return X

@@ -97,7 +97,7 @@ def arrays(backend, specs, check_finite=True):
     finite = _backend.module(backend).all_finite if backend == "cpu" else _all_finite
     out = []
     for name, a in raw:
-        a = xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
+        a = kernel_array(a, dtype, xp)
         if backend == "cuda" and xp is np:
             # The simulator copies NumPy kernel arguments back after each launch; give it our own
             # copy, as the host-to-device transfer would on a real GPU.
@@ -106,6 +106,33 @@ def arrays(backend, specs, check_finite=True):
             raise ValueError(f"{name} contains NaN or infinity")
         out.append(a)
     return out, dtype, host
+
+
+def kernel_array(a, dtype, xp=np):
+    """`a` as the one array type the kernels are compiled for: a base-class, C-contiguous,
+    aligned, native-order array of `dtype` that Numba types as writable. Converted only where it
+    must be (another dtype, order, byte order or alignment); a read-only array (np.load with
+    mmap_mode="r", a frozen array) is viewed, not copied: compiled code never writes to its
+    inputs. So no input flavour makes Numba compile another specialization."""
+    if xp is not np:
+        return xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
+    a = np.require(a, dtype=dtype, requirements=("C", "A"))
+    if type(a) is not np.ndarray:
+        a = a.view(np.ndarray)
+    if not a.flags.writeable:
+        a = _writable_alias(a)
+    return a
+
+
+def _writable_alias(a):
+    """A writable view of the memory of the read-only C-contiguous array `a` (kept alive by the
+    view). Only for inputs that compiled code reads and never writes."""
+    import ctypes
+    if a.nbytes == 0:
+        return a.copy()
+    memory = (ctypes.c_char * a.nbytes).from_address(a.ctypes.data)
+    memory.owner = a
+    return np.frombuffer(memory, dtype=a.dtype).reshape(a.shape)
 
 
 def _all_finite(a):
