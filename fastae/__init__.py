@@ -4,8 +4,14 @@
 only when a `cpu` kernel first runs, CuPy only when the `cuda` backend is asked for, scikit-learn
 never (it is only needed by the tests and the demo).
 """
-from . import kernels
-from .autoencoder import Autoencoder
+import importlib.util as _util
+import os as _os
+
+if _util.find_spec(f"{__name__}.kernels") is None:  # a source checkout run without installing:
+    __path__.append(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))))  # ../kernels
+
+from . import kernels  # noqa: E402
+from .autoencoder import Autoencoder  # noqa: E402
 from .kernels import backends
 from .pca import PCA
 from .persistence import load
