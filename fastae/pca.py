@@ -102,6 +102,19 @@ class PCA(Estimator):
     def score(self, X, y=None):
         return float(self.score_samples(X).mean())
 
+    # ---- export
+    def to_onnx(self, path, part="encode"):
+        """Write `part` ("encode" = transform, "decode" = inverse_transform, or "reconstruct") to an
+        ONNX file at exactly `path` (needs the onnx package: fastae[onnx])."""
+        from .onnx_export import export
+        export(self, path, part)
+
+    def compiled(self, part="encode", c_abi=False):
+        """`part` ("encode" = transform, "decode" = inverse_transform, or "reconstruct") as a
+        Numba-compiled `f(x, out)`, or with c_abi=True a numba.cfunc (see NeuralEstimator.compiled)."""
+        from .compiled import compiled
+        return compiled(self, part, c_abi)
+
 
 def _rowwise(X, shift, M):
     return (X.astype(np.float64) - shift) @ M.astype(np.float64)
