@@ -74,6 +74,17 @@ class Spec:
             dims = list(zip(sizes[:-1], sizes[1:]))
         return Network(dims, acts, self.dtype, xp)
 
+    def public_shapes(self):
+        """The shapes of get_weights()' (W, b) pairs (a VAE's heads as two layers), and the size
+        of the flat buffer, without allocating anything."""
+        net = self.network(None)
+        shapes = [((int(out), int(inp)), (int(out),)) for _, out, inp, _ in net.layout]
+        if self.is_vae:
+            split, k = len(self.hidden), self.width
+            (_, inp), _ = shapes[split]
+            shapes[split:split + 1] = [((k, inp), (k,)), ((k, inp), (k,))]
+        return shapes, net.n_params
+
     def config(self, training=None):
         """The engine's CONFIG record: for inference (no noise), or with `training`'s optimizer
         settings (a dict of checked parameters)."""
@@ -114,7 +125,7 @@ class FittedModel:
 
     def __init__(self, spec, params, train, backend):
         self.spec, self.train, self.backend = spec, train, backend
-        self.net = spec.network(np)  # layout and activations (host); the weights are `params`
+        self.net = spec.network(None)  # layout and activations (host); the weights are `params`
         if params.shape != (self.net.n_params,) or params.dtype != np.dtype(spec.dtype):
             raise ValueError(f"params must be {spec.dtype} of shape ({self.net.n_params},)")
         self.params = params

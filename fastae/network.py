@@ -10,7 +10,8 @@ class Network:
     one flat buffer `params` (so one Adam step covers every layer)."""
 
     def __init__(self, dims, acts, dtype, xp=np):
-        """`xp` (NumPy or CuPy) allocates the parameter buffer; it is not kept (modules do not pickle)."""
+        """`xp` (NumPy or CuPy) allocates the parameter buffer (None: no buffer, the layout only);
+        it is not kept (modules do not pickle)."""
         self.dims = [(int(i), int(o)) for i, o in dims]
         self.acts = np.asarray(acts, dtype=np.int64)
         self.dtype = np.dtype(dtype)
@@ -21,7 +22,7 @@ class Network:
             offset = _aligned(b_offset + fan_out)
         self.layout = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
         self.n_params = offset
-        self.params = zeros(offset, self.dtype, xp)
+        self.params = None if xp is None else zeros(offset, self.dtype, xp)  # None: the layout only
 
     @property
     def n_layers(self):

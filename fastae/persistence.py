@@ -203,7 +203,11 @@ def _read(zf, file_size, resolved, backend):
     declared = {}
     for name in names:
         with zf.open(f"{name}.npy") as f:
-            declared[name] = _npy_header(f, name)
+            shape, dtype = declared[name] = _npy_header(f, name)
+            data = infos[f"{name}.npy"].file_size - f.tell()
+        if data != math.prod(shape) * dtype.itemsize:
+            # a header may declare any shape: only data actually in the file is ever allocated
+            raise _Invalid(f"{name}: the header declares {shape} {dtype}, the file holds {data} bytes of data")
     readers = {name: (lambda name=name: _npy_data(zf, name)) for name in names}
     model = _model_from(header, readers, declared, resolved)
     if "backend" in model.get_params():
@@ -263,13 +267,12 @@ def _model_from(header, readers, declared, backend):
     if len(loss) != n_iter or len(val_loss) > n_iter:
         raise _Invalid("the history does not match n_iter")
     rng_state = _rng_state(train["rng"])
-    host = FittedModel(spec, network.zeros(spec.network().n_params, spec.dtype),
-                       TrainState(None, None), "numpy")
-    expected = {}
-    for i, (W, b) in enumerate(host.layers()):
-        expected[f"W{i}"], expected[f"b{i}"] = W.shape, b.shape
-    expected["opt_a"] = expected["opt_b"] = host.params.shape
-    _check_declared(declared, expected, spec.dtype)
+    shapes, n_params = spec.public_shapes()
+    expected = {"opt_a": (n_params,), "opt_b": (n_params,)}
+    for i, (W, b) in enumerate(shapes):
+        expected[f"W{i}"], expected[f"b{i}"] = W, b
+    _check_declared(declared, expected, spec.dtype)  # before anything the size of the model exists
+    host = FittedModel(spec, network.zeros(n_params, spec.dtype), TrainState(None, None), "numpy")
     for i, (W, b) in enumerate(host.layers()):
         W[...], b[...] = _finite(readers[f"W{i}"](), f"W{i}"), _finite(readers[f"b{i}"](), f"b{i}")
     opt_a, opt_b = (network.copy(_finite(readers[k](), k)) for k in ("opt_a", "opt_b"))

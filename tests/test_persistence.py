@@ -137,3 +137,93 @@ def test_missing_file_and_folder(tmp_path, X):
         fastae.Autoencoder().save(tmp_path / "unfitted.npz")
     with pytest.raises(ValueError):
         fastae.load(np.save(tmp_path / "array.npy", np.ones(3)) or tmp_path / "array.npy")
+
+
+def test_a_small_file_declaring_a_huge_model_is_refused_before_any_allocation(tmp_path, X):
+    import tracemalloc
+    model = fastae.Autoencoder(hidden=(5,), code=3, epochs=1, seed=0).fit(X)
+    path = tmp_path / "m.npz"
+    model.save(path)
+    members = _members(path)
+    header = json.loads(members["header.json"])
+    header["spec"]["hidden"] = [12_000_000]
+    for name in list(members):  # npy headers that agree with the spec, but no data behind them
+        if name.startswith(("W0", "b0", "W1", "b1", "W2", "b2", "W3", "b3", "opt_")):
+            shape = {"W0": (12_000_000, 6), "b0": (12_000_000,)}.get(name[:-4])
+            if shape is not None:
+                members[name] = _npy_header_only(shape)
+    members["header.json"] = json.dumps(header)
+    bad = tmp_path / "huge.npz"
+    _write_members(bad, members)
+    assert bad.stat().st_size < 20_000
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="not a valid fastae model"):
+        fastae.load(bad)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10_000_000
+
+
+def _npy_header_only(shape):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_files_respect_the_umask_and_write_through_symlinks(tmp_path, X):
+    model = fastae.PCA(2).fit(X)
+    old = os.umask(0o027)
+    try:
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o640
+    target = tmp_path / "real.npz"
+    fastae.PCA(1).fit(X).save(target)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    model.save(link)
+    assert link.is_symlink() and fastae.load(target).n_components == 2
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "m.npz", "real.npz"]
+
+
+def test_a_killed_save_leaves_the_old_file_and_nothing_else(tmp_path, X):
+    import subprocess
+    import sys
+    import textwrap
+    path = tmp_path / "m.npz"
+    fastae.PCA(2).fit(X).save(path)
+    good = path.read_bytes()
+    code = textwrap.dedent(f"""
+        import os, numpy as np, fastae
+        model = fastae.Autoencoder(hidden=(50,), code=3, epochs=1, seed=0).fit(np.ones((4, 6)))
+        real = np.lib.format.write_array
+        def die(*args, **kwargs):
+            real(*args, **kwargs)
+            os._exit(9)  # killed mid-save, after some data was written
+        np.lib.format.write_array = die
+        model.save({str(path)!r})
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300,
+                            env={**os.environ, "FASTAE_BACKGROUND_COMPILE": "0"})
+    assert result.returncode == 9, result.stderr
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_model_that_saves_loads_identically(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(size=(int(rng.integers(2, 30)), int(rng.integers(1, 9))))
+    dtype = ["float32", "float64"][seed % 2]
+    hidden = tuple(int(h) for h in rng.integers(1, 6, size=int(rng.integers(0, 3))))
+    model = [fastae.Autoencoder(hidden=hidden, code=int(rng.integers(1, 4)), l1=float(rng.uniform(0, 0.1)),
+                                epochs=int(rng.integers(1, 3)), seed=seed, dtype=dtype),
+             fastae.VAE(hidden=hidden, latent=int(rng.integers(1, 4)), epochs=1, seed=seed, dtype=dtype),
+             fastae.PCA(1, dtype=dtype)][seed % 3].fit(X)
+    model.save(tmp_path / "m.npz")
+    loaded = fastae.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    if hasattr(model, "history_"):
+        assert loaded.history_ == model.history_ and loaded.t_ == model.t_
