@@ -1,4 +1,4 @@
-"""Command line: `python -m fastae {demo,fit,encode,decode,reconstruct,sample,bench} ...`.
+"""Command line: `python -m fastae {demo,fit,encode,decode,reconstruct,sample,export,bench} ...`.
 
 Data files are .npy (read without pickle) or .csv; models are fastae .npz files. Errors print one
 line and exit with status 1 (2 for bad usage); --debug shows the traceback."""
@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   python -m fastae encode model.npz data.csv -o codes.npy
   python -m fastae decode model.npz codes.npy -o rows.csv
   python -m fastae sample vae.npz -n 16 --seed 0 -o samples.npy
+  python -m fastae export model.npz -o encoder.onnx --part encode
   python -m fastae demo
 
 `python -m fastae COMMAND --help` describes each command's options."""
@@ -403,6 +404,20 @@ def cmd_sample(args):
     say(args, f"wrote {result.shape[0]} samples x {result.shape[1]} columns to {args.output}")
 
 
+def cmd_export(args):
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise CliError("export needs the onnx package: pip install 'fastae[onnx]'") from None
+    model = load_model(args.model)
+    _check_output_folder(args.output)
+    model.to_onnx(args.output, part=args.part)
+    name = type(model).__name__
+    outputs = "mu, logvar" if (name == "VAE" and args.part == "encode") else "output"
+    say(args, f"wrote the {args.part} part of {article(name)} to {args.output} (ONNX opset 17; input: input, "
+              f"outputs: {outputs})")
+
+
 def cmd_demo(args):
     from . import demo
     try:
@@ -497,6 +512,18 @@ def parser():
     sample.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     sample.add_argument("-o", "--output", required=True, metavar="FILE", help="output: .npy or .csv")
     sample.set_defaults(run=cmd_sample)
+
+    export = sub.add_parser("export", parents=[common], help="write a model (or its encoder/decoder) as ONNX",
+                            description="Write one part of a fitted model as an ONNX file (needs the onnx "
+                                        "package: pip install 'fastae[onnx]'): input 'input', output "
+                                        "'output' ('mu' and 'logvar' for a VAE's encoder), a dynamic batch "
+                                        "dimension, the model's dtype, opset 17.")
+    export.add_argument("model", help="a model written by fit (.npz)")
+    export.add_argument("-o", "--output", required=True, metavar="FILE.onnx", help="where to write the ONNX file")
+    export.add_argument("--part", choices=("encode", "decode", "reconstruct"), default="encode",
+                        help="encode: the codes (a VAE: mu and logvar); decode: rows from codes; "
+                             "reconstruct: decode(encode(x)), a VAE decoding mu (default: %(default)s)")
+    export.set_defaults(run=cmd_export)
 
     bench = sub.add_parser("bench", parents=[_common("no pytest output, no table")],
                            help="run the benchmark suite and print its table (source checkout)",

@@ -13,7 +13,7 @@ import pytest
 import fastae as lib
 from fastae import cli
 
-COMMANDS = ["demo", "fit", "encode", "decode", "reconstruct", "sample", "bench"]
+COMMANDS = ["demo", "fit", "encode", "decode", "reconstruct", "sample", "export", "bench"]
 
 
 def fastae(*args, cwd=None, **streams):
@@ -312,3 +312,46 @@ def test_bench_command_prints_the_speed_up_table():
     nothing = fastae("bench", "--select", "no_such_benchmark")
     assert nothing.returncode == 1
     assert "the benchmark suite failed" in nothing.stderr and "Traceback" not in nothing.stderr
+
+
+# ---- export (ONNX)
+
+@pytest.mark.parametrize("name,part", [("ae", "encode"), ("ae", "reconstruct"), ("vae", "encode"),
+                                       ("vae", "decode"), ("pca", "encode"), ("pca", "decode")])
+def test_export_writes_an_onnx_file_that_matches_the_model(name, part, files, fitted, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    root, X = files
+    output = tmp_path / f"{name}-{part}.onnx"
+    result = fastae("export", root / f"{name}.npz", "-o", output, "--part", part)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote the {part} part of ") and str(output) in result.stdout
+    model = lib.load(root / f"{name}.npz")
+    rows = X.astype(np.float32)
+    if part == "decode":
+        rows = model.transform(rows)
+    want = {"encode": lambda: list(model.encode(rows)) if name == "vae" else [model.transform(rows)],
+            "decode": lambda: [model.inverse_transform(rows)],
+            "reconstruct": lambda: [model.reconstruct(rows)]}[part]()
+    got = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"]).run(None, {"input": rows})
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_export_defaults_to_the_encoder_and_quiet(files, fitted, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    root, _ = files
+    result = fastae("export", root / "vae.npz", "-o", tmp_path / "enc.onnx", "--quiet")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert [o.name for o in onnx.load(tmp_path / "enc.onnx").graph.output] == ["mu", "logvar"]
+
+
+def test_export_errors(files, fitted, tmp_path):
+    pytest.importorskip("onnx")
+    root, _ = files
+    one_error_line(fastae("export", root / "missing.npz", "-o", tmp_path / "m.onnx"), "no such file")
+    one_error_line(fastae("export", root / "data.npy", "-o", tmp_path / "m.onnx"), "not a fastae model file")
+    one_error_line(fastae("export", root / "ae.npz", "-o", tmp_path / "no" / "m.onnx"), "does not exist")
+    bad = fastae("export", root / "ae.npz", "-o", tmp_path / "m.onnx", "--part", "encoder")
+    assert bad.returncode == 2 and "encoder" in bad.stderr
+    assert not (tmp_path / "m.onnx").exists()
