@@ -21,9 +21,17 @@ from .vae import VAE
 __version__ = "0.1.0"
 
 
-def warmup(backend="cpu", dtypes=("float32", "float64")):
+def warmup(backend: str = "cpu", dtypes: tuple[str, ...] = ("float32", "float64")) -> None:
     """Compile (or load from the disk cache) every kernel and the models' training and inference
-    passes for `dtypes` now, in this process, so that no later call pays for it."""
+    passes for `dtypes` now, in this process, so that no later call pays for it.
+
+    Parameters
+    ----------
+    backend : {'cpu', 'numpy', 'cuda', 'auto'}, default='cpu'
+        The backend whose kernels and model passes to compile.
+    dtypes : tuple of str, default=('float32', 'float64')
+        The float dtypes to compile for.
+    """
     from . import precompile
     kernels.warmup(backend, dtypes)
     for dtype in dtypes:

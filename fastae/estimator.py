@@ -2,14 +2,105 @@
 neural models the orchestration of a fit: check every parameter from one table, build the
 starting state aside, let the Trainer run, keep what it commits. The fitted network itself is a
 `FittedModel` (fitted.py); training is `training.py`; the math is `engine.py`."""
+from __future__ import annotations
+
 import inspect
+import os
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import dask_support, validation
 from .fitted import FittedModel, Spec, TrainState
 from .kernels import backend as _backend
 from .training import Trainer, initial_state
+
+# ---- type aliases for the public signatures
+Activation = Literal["relu", "sigmoid", "tanh", "linear"]
+Optimizer = Literal["adam", "sgd"]
+Backend = Literal["auto", "cpu", "numpy", "cuda"]
+Callback = Optional[Callable[[Any, int, dict], Optional[bool]]]
+Weights = list[tuple[np.ndarray, np.ndarray]]
+
+# ---- numpydoc sections shared by the Autoencoder and VAE class docstrings (spliced in by
+# `splice_doc`, so they are written once; the values come from validation.TRAINING)
+TRAINING_PARAMETERS_DOC = """\
+optimizer : {'adam', 'sgd'}, default='adam'
+    The optimizer: Adam (``beta_1``, ``beta_2``, ``epsilon``) or SGD with ``momentum``.
+lr : float, default=1e-3
+    Learning rate, > 0.
+beta_1 : float, default=0.9
+    Adam's first-moment decay, in [0, 1).
+beta_2 : float, default=0.999
+    Adam's second-moment decay, in [0, 1).
+epsilon : float, default=1e-8
+    Adam's denominator term, > 0.
+momentum : float, default=0.9
+    SGD momentum, in [0, 1]. Used with ``optimizer='sgd'`` only.
+batch_size : int, default=128
+    Rows per optimizer step, >= 1.
+epochs : int, default=10
+    Passes over the data per ``fit``, >= 1 (``partial_fit`` makes one).
+shuffle : bool, default=True
+    Shuffle the rows every epoch.
+early_stopping : bool, default=False
+    Stop when the validation loss has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+    and keep the best epoch's weights. The validation rows are ``X_val`` when given, otherwise a
+    random ``validation_fraction`` of ``X`` held out.
+validation_fraction : float, default=0.1
+    Share of ``X`` held out by ``early_stopping`` when no ``X_val`` is given, in (0, 1).
+n_iter_no_change : int, default=10
+    Epochs without improvement before early stopping, >= 1.
+tol : float, default=1e-4
+    Minimum improvement of the validation loss, >= 0.
+warm_start : bool, default=False
+    ``fit`` continues from the fitted weights and optimizer state instead of starting afresh
+    (the architecture must be unchanged).
+callback : callable or None, default=None
+    ``callback(model, epoch, logs)`` after every epoch; ``logs`` holds ``loss``, ``rows_per_s``
+    and, with validation rows, ``val_loss``. Returning True stops training. Not saved by ``save``.
+seed : int or None, default=None
+    None (fresh randomness) or an int in [0, 2**64): the same seed, data and calls give the same
+    model. Seeds the weights, the shuffling and the noise.
+backend : {'auto', 'cpu', 'numpy', 'cuda'}, default='auto'
+    'cpu' (Numba kernels), 'numpy' (the naive reference), 'cuda' (CuPy + numba.cuda) or 'auto'
+    ('cuda' when a GPU is usable, else 'cpu').
+dtype : {'float32', 'float64'}, default='float32'
+    The precision of the weights and of all computation.
+verbose : bool, default=False
+    Show a progress bar (tqdm) with the loss per epoch.
+"""
+
+NEURAL_ATTRIBUTES_DOC = """\
+n_features_in_ : int
+    Number of features seen by ``fit``.
+t_ : int
+    Optimizer steps taken in total.
+n_iter_ : int
+    Epochs completed in total.
+history_ : dict
+    ``{"loss": [...], "val_loss": [...]}``: the mean per-row training objective of each epoch,
+    and the validation objective of each epoch when there are validation rows. Accumulates
+    across ``warm_start`` fits and ``partial_fit`` calls.
+"""
+
+
+def splice_doc(doc, **sections):
+    """`doc` with each line that holds only `{name}` replaced by `sections[name]`, indented like
+    that line (so it works whether or not the compiler dedented the docstring). None (python -OO)
+    stays None."""
+    if doc is None:
+        return None
+    lines = []
+    for line in doc.splitlines():
+        name = line.strip()
+        if name.startswith("{") and name.endswith("}") and name[1:-1] in sections:
+            indent = line[:len(line) - len(line.lstrip())]
+            lines.extend(indent + text if text else text for text in sections[name[1:-1]].splitlines())
+        else:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 class Estimator:
@@ -22,11 +113,39 @@ class Estimator:
     def _param_names(cls):
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
-    def get_params(self, deep=True):
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters, as stored.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Accepted for scikit-learn compatibility; fastae models hold no sub-estimators.
+
+        Returns
+        -------
+        dict
+            Parameter name to value, for every constructor parameter.
+        """
         return {name: getattr(self, name) for name in self._param_names()}
 
-    def set_params(self, **params):
-        """Set constructor parameters; a fitted model is unchanged until the next fit."""
+    def set_params(self, **params: Any) -> Estimator:
+        """Set constructor parameters; a fitted model is unchanged until the next fit.
+
+        Parameters
+        ----------
+        **params
+            Constructor parameters by name. They are only stored: ``fit`` checks them.
+
+        Returns
+        -------
+        self
+            The model.
+
+        Raises
+        ------
+        ValueError
+            If a name is not a constructor parameter (the message lists the valid ones).
+        """
         valid = self._param_names()
         for name, value in params.items():
             if name not in valid:
@@ -56,16 +175,47 @@ class Estimator:
             raise validation.NotFittedError(f"This {type(self).__name__} is not fitted yet: call fit first")
         return state
 
-    def save(self, path):
-        """Write the model to one .npz file at exactly `path` (no pickle); read it with fastae.load."""
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to one .npz file at exactly `path` (no pickle); read it with fastae.load.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (no suffix is added); its folder must exist. The file is written
+            through a temporary file renamed into place.
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        ValueError
+            If the folder does not exist or the model cannot be saved.
+        """
         from .persistence import save
         save(self, path)
 
-    def fit_transform(self, X, y=None, **fit_params):
+    def fit_transform(self, X: ArrayLike, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit on `X`, then return its codes: ``fit(X, y, **fit_params).transform(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows.
+        y : None or array-like, default=None
+            As in ``fit``.
+        **fit_params
+            Further arguments of ``fit`` (``X_val`` for the neural models).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_codes)
+            The codes of `X` under the fitted model.
+        """
         return self.fit(X, y, **fit_params).transform(X)
 
     @property
-    def n_features_in_(self):
+    def n_features_in_(self) -> int:
+        """Number of features seen by ``fit``."""
         return self._state().spec.n_features if self._fitted is not None else _missing(self, "n_features_in_")
 
 
@@ -128,15 +278,18 @@ class NeuralEstimator(Estimator):
 
     # ---- fitted attributes: read from the fitted state only
     @property
-    def t_(self):
+    def t_(self) -> int:
+        """Optimizer steps taken in total."""
         return self._state().train.t if self._fitted is not None else _missing(self, "t_")
 
     @property
-    def n_iter_(self):
+    def n_iter_(self) -> int:
+        """Epochs completed in total."""
         return self._state().train.n_iter if self._fitted is not None else _missing(self, "n_iter_")
 
     @property
-    def history_(self):
+    def history_(self) -> dict[str, list[float]]:
+        """``{"loss": [...], "val_loss": [...]}``, one value per epoch (a copy)."""
         if self._fitted is None:
             _missing(self, "history_")
         train = self._fitted.train
@@ -151,14 +304,64 @@ class NeuralEstimator(Estimator):
     def _data(self, X, name, dtype, backend, n_features=None):
         return validation.data(X, name, dtype, n_features, type(self).__name__, _backend.array_module(backend))
 
-    def fit(self, X, y=None, X_val=None):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, X_val: ArrayLike | None = None) -> NeuralEstimator:
         """Train for `epochs` passes (from fresh weights unless warm_start); returns self.
-        X_val (the second positional argument when 2-D) gives val_loss per epoch."""
+        X_val (the second positional argument when 2-D) gives val_loss per epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows (NumPy, CuPy on the cuda backend, or a dask array: out of core).
+        y : None or array-like, default=None
+            A 2-D array is taken as validation rows (as ``X_val``); a 1-D one is a label vector
+            (scikit-learn's ``y``) and is ignored.
+        X_val : array-like of shape (n_val, n_features), default=None
+            Validation rows: ``history_["val_loss"]`` gets one value per epoch, and
+            ``early_stopping`` uses them.
+
+        Returns
+        -------
+        self
+            The fitted model.
+
+        Raises
+        ------
+        ValueError
+            If a parameter or the data is invalid (the previous model is then unchanged), or
+            ``warm_start=True`` meets a changed architecture.
+        TypeError
+            If the data is not numeric (strings, objects, sparse matrices).
+        FloatingPointError
+            If the loss turns NaN/inf; the last finite epoch is kept.
+        """
         return self._fit(X, _validation_rows(y, X_val), partial=False)
 
-    def partial_fit(self, X, y=None, X_val=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike | None = None,
+                    X_val: ArrayLike | None = None) -> NeuralEstimator:
         """One pass over X in minibatches, continuing from the fitted weights and optimizer state
-        (the architecture must be unchanged)."""
+        (the architecture must be unchanged).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows.
+        y : None or array-like, default=None
+            As in ``fit``: 2-D is validation rows, 1-D is ignored.
+        X_val : array-like of shape (n_val, n_features), default=None
+            Validation rows for ``history_["val_loss"]``.
+
+        Returns
+        -------
+        self
+            The model, one epoch further (from fresh weights on an unfitted model).
+
+        Raises
+        ------
+        ValueError
+            If a parameter or the data is invalid, or the architecture changed since the fit.
+        FloatingPointError
+            If the loss turns NaN/inf.
+        """
         return self._fit(X, _validation_rows(y, X_val), partial=True)
 
     def _fit(self, X, X_val, partial):
@@ -237,8 +440,28 @@ class NeuralEstimator(Estimator):
         getattr(state, method)(Xc, *args, result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp))
         return out
 
-    def decode(self, Z, out=None):
-        """Reconstructions (n, D) from codes (n, code) or latents (n, latent)."""
+    def decode(self, Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """Reconstructions (n, D) from codes (n, code) or latents (n, latent).
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, code) or (n_samples, latent)
+            Codes (Autoencoder) or latents (VAE).
+        out : ndarray of shape (n_samples, n_features), default=None
+            A preallocated C-contiguous result of the model's dtype and backend.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The reconstructed rows (``out`` when given; a lazy dask array for dask input).
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        ValueError
+            If `Z` has the wrong width or holds NaN/inf, or `out` does not fit.
+        """
         state = self._state()
         if dask_support.is_dask(Z):
             return dask_support.apply(self, "decode", Z, out)
@@ -246,8 +469,24 @@ class NeuralEstimator(Estimator):
 
     inverse_transform = decode
 
-    def reconstruct(self, X):
-        """decode(transform(X)): (n, D)."""
+    def reconstruct(self, X: ArrayLike) -> np.ndarray:
+        """decode(transform(X)): (n, D).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to reconstruct.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The reconstructions.
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        """
         return self.decode(self.transform(X))
 
     def _objective(self, X, **kwargs):
@@ -257,15 +496,44 @@ class NeuralEstimator(Estimator):
         return state, Xc, state.objective_rows(Xc, **kwargs)
 
     # ---- weights
-    def get_weights(self):
-        """[(W, b), ...] in forward order, as NumPy copies."""
+    def get_weights(self) -> Weights:
+        """[(W, b), ...] in forward order, as NumPy copies.
+
+        Returns
+        -------
+        list of (ndarray, ndarray)
+            One ``(W, b)`` pair per layer, ``W`` of shape (out, in) and ``b`` of shape (out,).
+            For a VAE the heads come as two pairs, ``mu`` then ``logvar``.
+
+        Raises
+        ------
+        NotFittedError
+            If the model is not fitted.
+        """
         state = self._state()
         return [(state.host(W).copy(), state.host(b).copy()) for W, b in state.layers()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Weights) -> NeuralEstimator:
         """A fitted model with every (W, b) from `weights` and fresh optimizer state. On an unfitted
         model (or one whose input width differs) the architecture is read from the parameters and
-        the input width from the first W."""
+        the input width from the first W.
+
+        Parameters
+        ----------
+        weights : list of (array-like, array-like)
+            One ``(W, b)`` pair per layer in forward order, shaped as ``get_weights()`` returns.
+
+        Returns
+        -------
+        self
+            The model, now fitted with these weights.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, or the pairs do not match the architecture (count, shapes)
+            or hold non-finite values.
+        """
         p = self._checked_params()
         try:
             pairs = [(np.asarray(W), np.asarray(b)) for W, b in weights]

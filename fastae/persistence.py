@@ -13,6 +13,8 @@ is about to write, before writing: a model that saves, loads. Files are written 
 temporary file beside the target and renamed into place: a crash or kill mid-save leaves the old
 file (and no stray temporary) behind.
 """
+from __future__ import annotations
+
 import json
 import math
 import numbers
@@ -20,12 +22,20 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Union
 
 import numpy as np
 
 from . import network, validation
 from .fitted import FittedModel, Spec, TrainState
 from .kernels import backend as _backend
+
+if TYPE_CHECKING:
+    from .autoencoder import Autoencoder
+    from .pca import PCA
+    from .vae import VAE
+
+    Model = Union[Autoencoder, VAE, PCA]
 
 FORMAT = "fastae-model"
 VERSION = 2
@@ -93,8 +103,24 @@ def _spec_fields():
 
 # ---- save
 
-def save(model, path):
-    """Write `model` to exactly `path` (str or pathlib.Path); a symlink is written through."""
+def save(model: Model, path: str | os.PathLike[str]) -> None:
+    """Write `model` to exactly `path` (str or pathlib.Path); a symlink is written through.
+
+    Parameters
+    ----------
+    model : Autoencoder, VAE or PCA
+        A fitted model.
+    path : str or os.PathLike
+        The file to write (no suffix is added); its folder must exist. Written through a
+        temporary file renamed into place, so a crash never leaves a half-written file.
+
+    Raises
+    ------
+    NotFittedError
+        If `model` is not fitted.
+    ValueError
+        If the folder does not exist or the model cannot be saved.
+    """
     path = Path(os.path.realpath(os.fspath(path)))
     if not path.parent.is_dir():
         raise ValueError(f"path: the folder {str(path.parent)!r} does not exist")
@@ -161,11 +187,33 @@ class _replacing:
 
 # ---- load
 
-def load(path, backend="auto"):
+def load(path: str | os.PathLike[str], backend: Literal["auto", "cpu", "numpy", "cuda"] = "auto") -> Model:
     """The model saved at `path`, with its arrays on `backend` ("auto": a GPU if there is one,
     else the cpu; also the loaded estimator's `backend` parameter). A missing path raises
     FileNotFoundError; any file that is not a valid fastae model ValueError. Nothing from the file
-    is executed or unpickled."""
+    is executed or unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by ``model.save`` (or ``fastae.persistence.save``).
+    backend : {'auto', 'cpu', 'numpy', 'cuda'}, default='auto'
+        Where the loaded model's arrays live; 'auto' is the GPU if one is usable, else 'cpu'.
+
+    Returns
+    -------
+    Autoencoder, VAE or PCA
+        The fitted model; its ``transform`` is bit-identical to the saved one's on the same
+        backend.
+
+    Raises
+    ------
+    FileNotFoundError
+        If `path` does not exist.
+    ValueError
+        If the file is not a valid fastae model (not a zip, truncated, tampered, another
+        program's .npz, a newer format), or `backend` is invalid.
+    """
     resolved = _backend.resolve(validation.one_of("auto", "cpu", "numpy", "cuda")(backend, "backend"))
     path = Path(os.fspath(path))
     if not path.exists():

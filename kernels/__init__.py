@@ -8,7 +8,13 @@
 writes to the caller's arrays (except `adam_step`, whose job is to update its state in place) and
 returns arrays of the input dtype and array type.
 """
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal, Optional
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import backend as _backend
 from . import checks as _checks
@@ -18,6 +24,9 @@ from .backend import backends
 __all__ = ["affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
            "mse_loss", "bce_logits_loss", "adam_step", "backends", "warmup", "ACTIVATIONS"]
 ACTIVATIONS = tuple(_ew.ACTIVATIONS)
+
+Backend = Optional[Literal["numpy", "cpu", "cuda", "auto"]]
+Activation = Literal["relu", "sigmoid", "tanh", "linear"]
 
 
 def _prepare(backend, like, specs, fused_check=False):
@@ -51,8 +60,39 @@ def _out(out, shape, dtype, name, host, given):
     return out if out is not None and not host else _backend.array_module(name).empty(shape, dtype)
 
 
-def affine_forward(x, W, b, activation, *, backend=None, out=None):
-    """y = act(x @ W.T + b) for x (n, in), W (out, in), b (out,)."""
+def affine_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike, activation: Activation, *,
+                   backend: Backend = None, out: np.ndarray | None = None) -> np.ndarray:
+    """y = act(x @ W.T + b) for x (n, in), W (out, in), b (out,).
+
+    Parameters
+    ----------
+    x : array-like of shape (n, in)
+        Input rows.
+    W : array-like of shape (out, in)
+        Weights.
+    b : array-like of shape (out,)
+        Biases.
+    activation : {'relu', 'sigmoid', 'tanh', 'linear'}
+        The activation ``act`` (one of ``ACTIVATIONS``).
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+    out : ndarray of shape (n, out), default=None
+        A preallocated result: writeable, C-contiguous, of the result's dtype, not overlapping
+        the inputs.
+
+    Returns
+    -------
+    ndarray of shape (n, out)
+        ``act(x @ W.T + b)``, of the input dtype and array type (``out`` when given).
+
+    Raises
+    ------
+    ValueError
+        If shapes do not match, an input holds NaN/inf or is empty, `activation` is unknown, or
+        `out` does not fit.
+    TypeError
+        If an input is not numeric, or float dtypes are mixed.
+    """
     act = _checks.activation(activation)
     given = (x, W, b)
     name, impl, (x, W, b), dtype, host = _prepare(backend, x, [("x", x, 2), ("W", W, 2), ("b", b, 1)])
@@ -69,10 +109,46 @@ def affine_forward(x, W, b, activation, *, backend=None, out=None):
     return _deliver(y, out, host)
 
 
-def affine_backward(dy, x, y, W, activation, *, backend=None, out=None):
+def affine_backward(dy: ArrayLike, x: ArrayLike, y: ArrayLike, W: ArrayLike, activation: Activation, *,
+                    backend: Backend = None,
+                    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(dx, dW, db) of a layer y = act(x @ W.T + b), given dy = dL/dy and the layer output y.
 
-    `out=(dx, dW, db)` takes preallocated results (fresh large arrays cost page faults)."""
+    `out=(dx, dW, db)` takes preallocated results (fresh large arrays cost page faults).
+
+    Parameters
+    ----------
+    dy : array-like of shape (n, out)
+        The gradient of the loss with respect to the layer's output.
+    x : array-like of shape (n, in)
+        The layer's input.
+    y : array-like of shape (n, out)
+        The layer's output; the activation's derivative is taken from it.
+    W : array-like of shape (out, in)
+        The layer's weights.
+    activation : {'relu', 'sigmoid', 'tanh', 'linear'}
+        The layer's activation.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+    out : tuple of 3 ndarrays, default=None
+        Preallocated ``(dx, dW, db)``, each writeable, C-contiguous, of the result's shape and
+        dtype, and not overlapping the inputs or each other.
+
+    Returns
+    -------
+    dx : ndarray of shape (n, in)
+    dW : ndarray of shape (out, in)
+    db : ndarray of shape (out,)
+
+    Raises
+    ------
+    ValueError
+        If shapes do not match, an input holds NaN/inf or is empty, `activation` is unknown, or
+        `out` does not fit.
+    TypeError
+        If an input is not numeric, float dtypes are mixed, or `out` is not a 3-tuple.
+    """
     act = _checks.activation(activation)
     given = (dy, x, y, W)
     name, impl, (dy, x, y, W), dtype, host = _prepare(
@@ -101,8 +177,38 @@ def affine_backward(dy, x, y, W, activation, *, backend=None, out=None):
     return tuple(_deliver(t, o, host) for t, o in zip(targets, out or (None,) * 3))
 
 
-def l1_prox(h, threshold, *, nonneg=False, backend=None, out=None):
-    """Soft-thresholding sign(h) * max(|h| - threshold, 0); max(h - threshold, 0) when nonneg."""
+def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Backend = None,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """Soft-thresholding sign(h) * max(|h| - threshold, 0); max(h - threshold, 0) when nonneg.
+
+    The proximal operator of ``threshold * ||h||_1``.
+
+    Parameters
+    ----------
+    h : array-like of any shape
+        The values to threshold.
+    threshold : float
+        The threshold, a finite float >= 0.
+    nonneg : bool, default=False
+        Also clamp at 0: ``max(h - threshold, 0)``.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+    out : ndarray of the shape of h, default=None
+        A preallocated result: writeable, C-contiguous, of the result's dtype, not overlapping `h`.
+
+    Returns
+    -------
+    ndarray of the shape of h
+        The thresholded values (``out`` when given).
+
+    Raises
+    ------
+    ValueError
+        If `threshold` is negative or not finite, `h` holds NaN/inf or is empty, or `out` does
+        not fit.
+    TypeError
+        If `nonneg` is not a bool or `h` is not numeric.
+    """
     threshold = _checks.real(threshold, "threshold", minimum=0.0)
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
@@ -133,11 +239,40 @@ def _reparam_inputs(backend, specs, eps, seed):
     return name, impl, arrays, dtype, host, key
 
 
-def reparam_forward(mu, logvar, eps=None, *, seed=None, backend=None):
+def reparam_forward(mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = None, *,
+                    seed: int | None = None, backend: Backend = None) -> tuple[np.ndarray, np.ndarray]:
     """(z, kl): z = mu + exp(logvar / 2) * eps and the per-row KL(q || N(0, I)).
 
     With eps=None the standard normal noise is drawn inside the kernel from `seed` (counter-based:
-    the same seed gives the same draws on a backend whatever the thread count)."""
+    the same seed gives the same draws on a backend whatever the thread count).
+
+    Parameters
+    ----------
+    mu : array-like of shape (n, k)
+        Means of q(z|x).
+    logvar : array-like of shape (n, k)
+        Log-variances of q(z|x).
+    eps : array-like of shape (n, k), default=None
+        Standard normal noise; None draws it inside the kernel from `seed`.
+    seed : int or None, default=None
+        Seed of the noise when `eps` is None: an int in [0, 2**64), or None for fresh noise.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+
+    Returns
+    -------
+    z : ndarray of shape (n, k)
+        The samples.
+    kl : ndarray of shape (n,)
+        ``KL(N(mu, exp(logvar)) || N(0, I))`` per row.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, an input holds NaN/inf or is empty, or `seed` is invalid.
+    TypeError
+        If an input is not numeric, or float dtypes are mixed.
+    """
     seed = None if eps is not None else _checks.seed(seed)
     has_eps = eps is not None
     name, impl, (mu, logvar, eps), dtype, host, key = _reparam_inputs(
@@ -150,10 +285,43 @@ def reparam_forward(mu, logvar, eps=None, *, seed=None, backend=None):
     return _to_host(host, z, kl)
 
 
-def reparam_backward(dz, mu, logvar, eps=None, *, beta=1.0, seed=None, backend=None):
+def reparam_backward(dz: ArrayLike, mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = None, *,
+                     beta: float = 1.0, seed: int | None = None,
+                     backend: Backend = None) -> tuple[np.ndarray, np.ndarray]:
     """(dmu, dlogvar) of f(z) + beta * sum(kl), given dz = df/dz.
 
-    With eps=None the forward's noise is regenerated from `seed`, so it is never stored."""
+    With eps=None the forward's noise is regenerated from `seed`, so it is never stored.
+
+    Parameters
+    ----------
+    dz : array-like of shape (n, k)
+        The gradient of ``f`` with respect to ``z``.
+    mu : array-like of shape (n, k)
+        Means of q(z|x), as given to ``reparam_forward``.
+    logvar : array-like of shape (n, k)
+        Log-variances of q(z|x), as given to ``reparam_forward``.
+    eps : array-like of shape (n, k), default=None
+        The forward's noise; None regenerates it from `seed`.
+    beta : float, default=1.0
+        Weight of the KL term (a finite float).
+    seed : int or None, default=None
+        The forward's seed; required when `eps` is None.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+
+    Returns
+    -------
+    dmu : ndarray of shape (n, k)
+    dlogvar : ndarray of shape (n, k)
+
+    Raises
+    ------
+    ValueError
+        If `eps` and `seed` are both None, shapes differ, an input holds NaN/inf or is empty, or
+        `beta` or `seed` is invalid.
+    TypeError
+        If an input is not numeric, or float dtypes are mixed.
+    """
     beta = _checks.real(beta, "beta")
     if eps is None and seed is None:
         raise ValueError("seed is required when eps is None: it regenerates the forward pass's noise")
@@ -184,22 +352,110 @@ def _loss(op, pred_name, pred, target, backend):
     return _to_host(host, rows, grad)
 
 
-def mse_loss(pred, target, *, backend=None):
-    """(rows, grad): rows[i] = ||pred[i] - target[i]||^2 and grad = d mean(rows) / d pred."""
+def mse_loss(pred: ArrayLike, target: ArrayLike, *, backend: Backend = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, grad): rows[i] = ||pred[i] - target[i]||^2 and grad = d mean(rows) / d pred.
+
+    Parameters
+    ----------
+    pred : array-like of shape (n, d)
+        Predictions.
+    target : array-like of shape (n, d)
+        Targets.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+
+    Returns
+    -------
+    rows : ndarray of shape (n,)
+        The per-row squared errors.
+    grad : ndarray of shape (n, d)
+        The gradient of their mean with respect to `pred`.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, or an input holds NaN/inf or is empty.
+    TypeError
+        If an input is not numeric, or float dtypes are mixed.
+    """
     return _loss("mse_loss", "pred", pred, target, backend)
 
 
-def bce_logits_loss(logits, target, *, backend=None):
+def bce_logits_loss(logits: ArrayLike, target: ArrayLike, *,
+                    backend: Backend = None) -> tuple[np.ndarray, np.ndarray]:
     """(rows, grad): rows[i] = summed binary cross-entropy of sigmoid(logits[i]) against target[i],
-    computed from the logits (finite when saturated), and grad = d mean(rows) / d logits."""
+    computed from the logits (finite when saturated), and grad = d mean(rows) / d logits.
+
+    Parameters
+    ----------
+    logits : array-like of shape (n, d)
+        Pre-sigmoid outputs.
+    target : array-like of shape (n, d)
+        Targets in [0, 1].
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+
+    Returns
+    -------
+    rows : ndarray of shape (n,)
+        The per-row summed binary cross-entropies.
+    grad : ndarray of shape (n, d)
+        The gradient of their mean with respect to `logits`.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, an input holds NaN/inf or is empty, or `target` leaves [0, 1].
+    TypeError
+        If an input is not numeric, or float dtypes are mixed.
+    """
     return _loss("bce_logits_loss", "logits", logits, target, backend)
 
 
-def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, backend=None):
+def adam_step(param: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray, *, step: int,
+              lr: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
+              backend: Backend = None) -> None:
     """One Adam update in place on `param` and its moments `m`, `v` (one pass over all four).
 
     `param`, `m` and `v` must be writeable C-contiguous arrays of one float dtype (a flat buffer
-    holding every layer is the fast way); `step` is the 1-based step count for bias correction."""
+    holding every layer is the fast way); `step` is the 1-based step count for bias correction.
+
+    Parameters
+    ----------
+    param : ndarray
+        The parameters, updated in place.
+    grad : array-like of the shape of param
+        Their gradient (same float dtype as `param`).
+    m : ndarray of the shape of param
+        First-moment estimate, updated in place.
+    v : ndarray of the shape of param
+        Second-moment estimate, updated in place.
+    step : int
+        The 1-based step count, >= 1, for bias correction.
+    lr : float, default=1e-3
+        Learning rate, >= 0.
+    beta_1 : float, default=0.9
+        First-moment decay, in [0, 1).
+    beta_2 : float, default=0.999
+        Second-moment decay, in [0, 1).
+    epsilon : float, default=1e-8
+        Denominator term, > 0.
+    backend : {'numpy', 'cpu', 'cuda', 'auto'} or None, default=None
+        Where to compute; None means 'cuda' for CuPy input and 'cpu' otherwise.
+
+    Returns
+    -------
+    None
+        `param`, `m` and `v` are updated in place.
+
+    Raises
+    ------
+    ValueError
+        If `step` or a hyperparameter is out of range, or `param`, `m`, `v` are not writeable
+        C-contiguous arrays of one shape and dtype, or any two arrays overlap.
+    TypeError
+        If `param`, `m` or `v` is not a float array of the backend, or `grad`'s dtype differs.
+    """
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be an int >= 1, got {step!r}")
     lr = _checks.real(lr, "lr", minimum=0.0)
@@ -236,9 +492,18 @@ def adam_step(param, grad, m, v, *, step, lr=1e-3, beta_1=0.9, beta_2=0.999, eps
             a[...] = s
 
 
-def warmup(backend="cpu", dtypes=("float32", "float64")):
+def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
+           dtypes: Iterable[str] = ("float32", "float64")) -> None:
     """Compile (or load from the disk cache) every kernel of `backend` for `dtypes` now, so that the
-    first real call does not pay for it."""
+    first real call does not pay for it.
+
+    Parameters
+    ----------
+    backend : {'cpu', 'numpy', 'cuda', 'auto'}, default='cpu'
+        The backend whose kernels to compile.
+    dtypes : iterable of str, default=('float32', 'float64')
+        The float dtypes to compile for.
+    """
     for dtype in dtypes:
         rng = np.random.default_rng(0)
         x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3), (4, 3), (4,)))
