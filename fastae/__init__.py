@@ -33,9 +33,7 @@ def warmup(backend: str = "cpu", dtypes: tuple[str, ...] = ("float32", "float64"
         The float dtypes to compile for.
     """
     from . import precompile
-    kernels.warmup(backend, dtypes)
-    for dtype in dtypes:
-        precompile.run(dtype, backend)
+    precompile.warmup(backend, dtypes)
 
 
 __all__ = ["PCA", "Autoencoder", "VAE", "load", "backends", "warmup", "kernels", "NotFittedError",

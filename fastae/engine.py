@@ -30,6 +30,7 @@ from .kernels import elementwise as ew
 LINEAR = ew.LINEAR
 MSE, BCE = 0, 1
 ADAM, SGD = 0, 1
+TRAIN, SCORE, GRADIENT = 0, 1, 2  # what a pass over minibatches does (ae_pass, vae_pass)
 MAX_LAYERS = 64  # layer output slots a plan can hold
 
 CONFIG = np.dtype([
@@ -293,67 +294,83 @@ def vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, k
 
 # ---- entry points (called from Python; each checks what it is handed)
 
-def check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
-                     first_batch, stop_batch, keys, totals, is_vae):
+def check_pass_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                    first_batch, stop_batch, keys, totals, values, mode, is_vae):
     check_network(params, grads, layout, acts)
     n_rows, dim = X.shape
     steps = (index.shape[0] + batch_size - 1) // batch_size
     rows = min(batch_size, index.shape[0])
     if (opt_a.size != params.size or opt_b.size != params.size or layout[0, 2] != dim or batch_size < 1
             or rows > p.rows or first_batch < 0 or stop_batch > steps or keys.shape[0] < steps
-            or totals.shape[0] < steps):
-        raise ValueError("train_steps: arguments do not match the network")
+            or totals.shape[0] < steps or mode < TRAIN or mode > GRADIENT
+            or (mode != TRAIN and values.shape[0] < index.shape[0])):
+        raise ValueError("pass: arguments do not match the network")
     check_model(layout, c, is_vae)
     check_plan(work, p, layout, rows * c.samples)
     lo, hi = first_batch * batch_size, min(stop_batch * batch_size, index.shape[0])
     for i in range(lo, hi):
         if index[i] < 0 or index[i] >= n_rows:
-            raise ValueError("train_steps: row index out of range")
+            raise ValueError("pass: row index out of range")
 
 
-def train_steps_ae(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
-                   first_batch, stop_batch, config, keys, first_step, totals):
+def ae_pass(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, first_batch,
+            stop_batch, config, keys, first_step, totals, values, mode):
     """Autoencoder minibatches first_batch .. stop_batch - 1 of one pass over X in the order
-    `index`: per minibatch a gather into the workspace, the denoising corruption (drawn from
-    keys[b]), forward, backward and optimizer update; totals[b] gets its summed objective.
-    Returns the number of steps whose update left every weight and moment finite (it stops at
-    the first that did not)."""
+    `index` (each gathered into the workspace); totals[b] gets minibatch b's summed objective.
+    mode TRAIN: the denoising corruption (drawn from keys[b]), forward, backward and optimizer
+    update; returns the number of steps whose update left every weight and moment finite (it
+    stops at the first that did not). mode SCORE: no noise, the per-row objective of row
+    index[r] into values[r]; GRADIENT: the same, and the gradient of the minibatch mean into
+    `grads` (opt_a and opt_b are not used)."""
     p, c = plan[0], config[0]
-    check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
-                     first_batch, stop_batch, keys, totals, False)
+    check_pass_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                    first_batch, stop_batch, keys, totals, values, mode, False)
     dim = X.shape[1]
     for b in range(first_batch, stop_batch):
         start = b * batch_size
         n = min(batch_size, index.shape[0] - start)
         batch = view(work, p.batch, n, dim)
         gather_rows(X, index, start, batch)
-        if c.noise > 0:
+        if mode == TRAIN and c.noise > 0:
             noisy = view(work, p.noisy, n, dim)
             corrupt(batch, c.noise, c.noise_kind, keys[b], noisy)
             totals[b] = ae_objective(params, grads, layout, acts, work, p, noisy, batch, n, c, True)
         else:
-            totals[b] = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, True)
-        if not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
+            totals[b] = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, mode != SCORE)
+        if mode != TRAIN:
+            copy_vector(work[p.rows_out:p.rows_out + n], values[start:start + n])
+        elif not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
             return b - first_batch
     return stop_batch - first_batch
 
 
-def train_steps_vae(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size,
-                    first_batch, stop_batch, config, keys, first_step, totals, eps_placeholder):
-    """VAE minibatches, as train_steps_ae; step b draws z's noise from keys[b] inside the kernels
-    (eps_placeholder is never read)."""
+def vae_pass(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, batch_size, first_batch,
+             stop_batch, config, keys, first_step, totals, values, mode, eps, has_eps):
+    """VAE minibatches, as ae_pass; minibatch b draws z's noise from keys[b] inside the kernels,
+    or (has_eps, one minibatch) takes it from eps (samples * n rows, sample-major). In SCORE and
+    GRADIENT modes values[r] gets row index[r]'s (1/S) sum_s -log p(x|z_s) + beta * KL."""
     p, c = plan[0], config[0]
-    check_train_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
-                     first_batch, stop_batch, keys, totals, True)
-    dim = X.shape[1]
+    check_pass_args(params, grads, opt_a, opt_b, layout, acts, work, p, c, X, index, batch_size,
+                    first_batch, stop_batch, keys, totals, values, mode, True)
+    if has_eps and (stop_batch - first_batch != 1 or eps.shape[0] != min(batch_size, index.shape[0]) * c.samples
+                    or eps.shape[1] != layout[c.split, 1] // 2):
+        raise ValueError("pass: eps has the wrong shape")
+    dim, samples = X.shape[1], c.samples
     for b in range(first_batch, stop_batch):
         start = b * batch_size
         n = min(batch_size, index.shape[0] - start)
         batch = view(work, p.batch, n, dim)
         gather_rows(X, index, start, batch)
-        totals[b] = vae_objective(params, grads, layout, acts, work, p, batch, n, c, eps_placeholder, False,
-                                  keys[b], True)
-        if not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
+        totals[b] = vae_objective(params, grads, layout, acts, work, p, batch, n, c, eps, has_eps, keys[b],
+                                  mode != SCORE)
+        if mode != TRAIN:
+            rec, kl = work[p.rows_out:p.rows_out + n * samples], work[p.kl:p.kl + n]
+            for i in range(n):
+                acc = rec[i]
+                for s in range(1, samples):
+                    acc += rec[s * n + i]
+                values[start + i] = acc / samples + c.beta * kl[i]
+        elif not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
             return b - first_batch
     return stop_batch - first_batch
 
@@ -399,45 +416,10 @@ def heads_into(params, layout, acts, work, plan, x, n, config, mu, logvar):
     copy_into(lv, logvar)
 
 
-def check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, kl_rows, is_vae):
-    check_network(params, grads, layout, acts)
-    check_model(layout, c, is_vae)
-    check_rows(x, layout[0, 2])
-    check_plan(work, p, layout, n * c.samples)
-    if rec_rows.shape[0] < n * c.samples or kl_rows.shape[0] < n or x.shape[0] < n:
-        raise ValueError("objective_rows: buffers too small")
-
-
-def objective_rows_ae(params, grads, layout, acts, work, plan, x, n, config, with_grads, rec_rows):
-    """Autoencoder: the per-row objective (reconstruction + L1 penalty, no noise) of n rows into
-    rec_rows[:n]; returns their total. With `with_grads` the gradient of the mean goes into
-    `grads`."""
-    p, c = plan[0], config[0]
-    check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, rec_rows, False)
-    total = ae_objective(params, grads, layout, acts, work, p, x, x, n, c, with_grads)
-    copy_vector(work[p.rows_out:p.rows_out + n], rec_rows[:n])
-    return total
-
-
-def objective_rows_vae(params, grads, layout, acts, work, plan, x, n, config, with_grads, rec_rows,
-                       kl_rows, eps, has_eps, key):
-    """VAE: the reconstruction terms of the samples * n stacked draws (eps, sample-major, or the
-    stream `key`) into rec_rows and the per-row KL into kl_rows; returns the objective's total."""
-    p, c = plan[0], config[0]
-    check_objective_args(params, grads, layout, acts, work, p, c, x, n, rec_rows, kl_rows, True)
-    if has_eps and (eps.shape[0] != n * c.samples or eps.shape[1] != layout[c.split, 1] // 2):
-        raise ValueError("objective_rows: eps has the wrong shape")
-    total = vae_objective(params, grads, layout, acts, work, p, x, n, c, eps, has_eps, key, with_grads)
-    copy_vector(work[p.kl:p.kl + n], kl_rows[:n])
-    copy_vector(work[p.rows_out:p.rows_out + n * c.samples], rec_rows[:n * c.samples])
-    return total
-
-
 ENGINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "check_network", "check_chain",
-          "check_model", "check_plan", "check_rows", "check_out", "check_train_args", "check_objective_args",
-          "forward_layers", "backward_layers", "optimizer_update", "reconstruction_loss", "ae_code",
-          "ae_objective", "vae_heads", "vae_objective", "train_steps_ae", "train_steps_vae", "encode_into",
-          "layers_into", "heads_into", "objective_rows_ae", "objective_rows_vae")
+          "check_model", "check_plan", "check_rows", "check_out", "check_pass_args", "forward_layers",
+          "backward_layers", "optimizer_update", "reconstruction_loss", "ae_code", "ae_objective", "vae_heads",
+          "vae_objective", "ae_pass", "vae_pass", "encode_into", "layers_into", "heads_into")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
        "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")
@@ -445,9 +427,9 @@ OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "repar
 # each separately compiled function costs ~0.1 s of cold start. The passes themselves stay separate
 # functions: inlining them multiplies the code LLVM optimizes.
 INLINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "check_network", "check_chain",
-          "check_model", "check_plan", "check_rows", "check_out", "check_train_args", "check_objective_args")
-ENTRY_POINTS = ("train_steps_ae", "train_steps_vae", "encode_into", "layers_into", "heads_into",
-                "objective_rows_ae", "objective_rows_vae")
+          "check_model", "check_plan", "check_rows", "check_out", "check_pass_args", "ae_code",
+          "reconstruction_loss", "optimizer_update", "vae_heads")
+ENTRY_POINTS = ("ae_pass", "vae_pass", "encode_into", "layers_into", "heads_into")
 
 
 DEFER = True  # False: models compile the engine in this process (warmup, fastae.precompile)

@@ -254,39 +254,35 @@ class FittedModel:
     def objective_rows(self, X, eps=None, seed=0, beta=None, with_grads=False, index=None):
         """Per-row objective without noise (Autoencoder: reconstruction + L1 penalty) or with eps
         (S, n, latent) or n_samples draws from `seed` (VAE: -log p(x|z) + beta * KL, beta given
-        or the spec's). `index` picks rows of X (no copy of X). With `with_grads`, also the
-        gradient of the mean in a buffer of its own: (rows, grads)."""
+        or the spec's), in minibatches of up to CHUNK rows of the engine's pass. `index` picks
+        rows of X (no copy of X). With `with_grads`, also the gradient of the mean, in a buffer
+        of its own: (rows, grads)."""
         spec = self.spec
         samples = eps.shape[0] if eps is not None else (spec.n_samples if spec.is_vae else 1)
         config = spec.config()
         config["samples"] = samples
         if beta is not None:
             config["beta"] = beta
-        n = X.shape[0] if index is None else index.shape[0]
-        chunk = n if (with_grads or eps is not None) else min(n, CHUNK)
-        work, plan = self.workspace(chunk, samples)
         xp, eng, net = self.xp, self.engine, self.net
+        n = X.shape[0] if index is None else index.shape[0]
+        index = xp.arange(n, dtype=np.int64) if index is None else xp.asarray(index, dtype=np.int64)
+        chunk = n if (with_grads or eps is not None) else min(n, CHUNK)
+        steps = -(-n // chunk)
+        work, plan = self.workspace(chunk, samples)
         grads = network.zeros(self.params.shape[0], self.dtype, xp)
-        rec, kl = xp.empty(samples * chunk, self.dtype), xp.zeros(chunk, self.dtype)
-        result = xp.empty(n, self.dtype)
-        beta = float(config["beta"][0])
-        placeholder = xp.zeros((1, 1), self.dtype)
-        for c, start in enumerate(range(0, n, chunk)):
-            x = X[start:start + chunk] if index is None else X[index[start:start + chunk]]
-            m = x.shape[0]
-            if eps is None:
-                e, has_eps, key = placeholder, False, noise_key(_chunk_seed(seed, c))
-            else:
-                e, has_eps, key = eps.reshape(samples * m, -1), True, np.uint64(0)
-            if spec.is_vae:
-                eng.objective_rows_vae(self.params, grads, net.layout, net.acts, work, plan, x, m, config,
-                                       with_grads, rec, kl, e, has_eps, key)
-            else:
-                eng.objective_rows_ae(self.params, grads, net.layout, net.acts, work, plan, x, m, config,
-                                      with_grads, rec)
-            rows = rec[:samples * m].reshape(samples, m).mean(axis=0)
-            result[start:start + m] = rows + beta * kl[:m] if spec.is_vae else rows
-        return (result, grads) if with_grads else result
+        values, totals = xp.empty(n, self.dtype), np.zeros(steps)
+        with np.errstate(over="ignore"):
+            keys = np.array([noise_key(_chunk_seed(seed, c)) for c in range(steps)], dtype=np.uint64)
+        mode = engine.GRADIENT if with_grads else engine.SCORE
+        args = (self.params, grads, grads, grads, net.layout, net.acts, work, plan, X, index, chunk, 0, steps,
+                config, keys, 0, totals, values, mode)  # opt_a, opt_b: not used outside training
+        if spec.is_vae:
+            has_eps = eps is not None
+            e = eps.reshape(samples * n, -1) if has_eps else xp.zeros((1, 1), self.dtype)
+            eng.vae_pass(*args, e, has_eps)
+        else:
+            eng.ae_pass(*args)
+        return (values, grads) if with_grads else values
 
 
 def _chunk_seed(seed, chunk):

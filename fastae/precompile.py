@@ -1,5 +1,5 @@
-"""`python -m fastae.precompile DTYPE...`: compile every kernel and model pass of the cpu backend
-for DTYPE into Numba's disk cache. fastae starts it in the background the first time a model
+"""`python -m fastae.precompile [--kind autoencoder|vae] DTYPE...`: compile every kernel and model
+pass of the cpu backend for DTYPE into Numba's disk cache. fastae starts it in the background the first time a model
 runs on a machine whose cache lacks the compiled engine; `fastae.warmup()` runs the same code in
 the calling process."""
 import sys
@@ -7,10 +7,13 @@ import sys
 import numpy as np
 
 
-def run(dtype, backend="cpu"):
-    """Fit, encode, decode and score tiny models of every kind in `dtype` on `backend`, with the
-    engine compiled in this process: every kernel and engine entry point is compiled (or loaded
-    from the disk cache) for the array types fastae normalises its inputs to."""
+KINDS = ("autoencoder", "vae")
+
+
+def run(dtype, backend="cpu", kinds=KINDS):
+    """Fit, encode, decode and score tiny models of `kinds` in `dtype` on `backend`, with the
+    engine compiled in this process: every kernel and engine entry point they use is compiled
+    (or loaded from the disk cache) for the array types fastae normalises its inputs to."""
     from . import engine
     from .autoencoder import Autoencoder
     from .vae import VAE
@@ -18,9 +21,13 @@ def run(dtype, backend="cpu"):
     try:
         X = np.random.default_rng(0).uniform(size=(8, 3))
         common = dict(epochs=1, batch_size=4, seed=0, backend=backend, dtype=dtype)
-        for model in (Autoencoder(hidden=(2,), code=2, l1=0.1, noise=0.1, **common),
-                      Autoencoder(hidden=(2,), code=2, output_activation="sigmoid", loss="bce", **common),
-                      VAE(hidden=(2,), latent=2, **common)):
+        models = []
+        if "autoencoder" in kinds:
+            models += [Autoencoder(hidden=(2,), code=2, l1=0.1, noise=0.1, **common),
+                       Autoencoder(hidden=(2,), code=2, output_activation="sigmoid", loss="bce", **common)]
+        if "vae" in kinds:
+            models.append(VAE(hidden=(2,), latent=2, **common))
+        for model in models:
             model.fit(X).transform(X)
             model.decode(model.transform(X))
             model.score(X)
@@ -31,6 +38,29 @@ def run(dtype, backend="cpu"):
                 model.value_and_grad(X)
     finally:
         engine.DEFER = defer
+
+
+def warmup(backend, dtypes):
+    """fastae.warmup: on the cpu backend with a disk cache, a second process compiles the VAE's
+    passes while this one compiles the autoencoder's (two cores, about half the wait); then
+    this process loads that work from the cache."""
+    import subprocess
+    from . import engine
+    from .kernels import jit
+    from .kernels import warmup as kernels_warmup
+    for dtype in dtypes:
+        helper = None
+        if backend == "cpu" and jit.caching_enabled(engine.for_backend("cpu").ae_pass):
+            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "vae", dtype],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        try:
+            run(dtype, backend, ("autoencoder",))
+        finally:
+            if helper is not None:
+                helper.wait()
+        run(dtype, backend, ("vae",))
+        kernels_warmup(backend, (dtype,))  # the kernels' own signatures: mostly loaded by now
 
 
 def _lock_path(dtype):
@@ -45,7 +75,7 @@ def _lock_path(dtype):
     return os.path.join(tempfile.gettempdir(), f"fastae-precompile-{uid}-{where.hexdigest()[:16]}-{dtype}.lock")
 
 
-def main(dtypes):
+def main(dtypes, kinds=KINDS):
     for dtype in dtypes:
         try:
             import fcntl
@@ -54,11 +84,15 @@ def main(dtypes):
         except (ImportError, OSError):
             lock = None
         try:
-            run(dtype)
+            run(dtype, kinds=kinds)
         finally:
             if lock is not None:
                 lock.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["float32", "float64"])
+    args = sys.argv[1:]
+    kinds = KINDS
+    if args[:1] == ["--kind"]:
+        kinds, args = (args[1],), args[2:]
+    main(args or ["float32", "float64"], kinds)

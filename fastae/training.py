@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import network
+from . import engine, network
 from .fitted import FittedModel, TrainState
 from .kernels import backend as _backend
 from .kernels import elementwise as ew
@@ -208,10 +208,11 @@ class Trainer:
             self._work_rows = rows
             self._placeholder = c.xp.zeros((1, 1), c.dtype)  # eps is drawn in the kernels
         args = (self.params, self.grads, self.opt_a, self.opt_b, net.layout, net.acts, self._work, self._plan, X,
-                order, self.p["batch_size"], first, stop, self.config, keys, c.train.t + offset, totals)
+                order, self.p["batch_size"], first, stop, self.config, keys, c.train.t + offset, totals,
+                self._placeholder[0], engine.TRAIN)  # values: not used in training
         if c.spec.is_vae:
-            return c.engine.train_steps_vae(*args, self._placeholder)
-        return c.engine.train_steps_ae(*args)
+            return c.engine.vae_pass(*args, self._placeholder, False)
+        return c.engine.ae_pass(*args)
 
     def _steps_per_call(self):
         if self._seconds_per_step is None:

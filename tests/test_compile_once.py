@@ -14,7 +14,7 @@ def _signatures():
     """Every compiled specialization of every cpu kernel and engine function, by name."""
     found = {}
     compiled = engine.for_backend("cpu")
-    spaces = [vars(cpu), compiled.train_steps_ae.py_func.__globals__]
+    spaces = [vars(cpu), compiled.ae_pass.py_func.__globals__]
     for space in spaces:
         for name, obj in space.items():
             if isinstance(obj, numba.core.registry.CPUDispatcher):

@@ -108,7 +108,7 @@ def test_warmup_compiles_every_kernel_and_the_model_passes():
     deferred = engine.for_model("cpu", "float64")
     X = np.random.default_rng(0).uniform(size=(8, 3))
     fastae.Autoencoder(hidden=(2,), code=2, epochs=1, dtype="float64").fit(X).transform(X)
-    assert deferred.train_steps_ae is compiled.train_steps_ae and deferred.encode_into is compiled.encode_into
+    assert deferred.ae_pass is compiled.ae_pass and deferred.encode_into is compiled.encode_into
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
