@@ -130,7 +130,9 @@ class Autoencoder(NeuralEstimator):
         state = self._state()
         if dask_support.is_dask(X):
             return dask_support.apply(self, "encode", X, out)
-        return self._apply(state, "encode", X, "X", state.spec.n_features, state.spec.width, out)
+        # encode_into checks NaN/inf itself, in the same compiled call
+        return self._apply(state, "encode", X, "X", state.spec.n_features, state.spec.width, out,
+                           finite_checked_later=True)
 
     encode = transform
 

@@ -376,18 +376,23 @@ def vae_pass(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, ba
 
 
 def encode_into(params, layout, acts, work, plan, x, n, config, out):
-    """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder)."""
+    """Autoencoder codes of n rows, written into `out` (one compiled call for the whole encoder).
+    Returns False, having written nothing, when x holds NaN or inf (the latency path's only
+    check of the data: one read of x in the same call)."""
     p, c = plan[0], config[0]
     check_network(params, params, layout, acts)
     check_model(layout, c, False)
     check_rows(x, layout[0, 2])
     check_plan(work, p, layout, n)
     check_out(out, n, layout[c.split, 1])
+    if x.shape[0] < n or not all_finite(x[:n].ravel()):
+        return False
     if c.l1 > 0:
         v = forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split])
         l1_prox(v.ravel(), c.l1, c.nonneg, out.ravel())
     else:
         copy_into(forward_layers(params, layout, acts, 0, c.split + 1, x, work, p, n, acts[c.split]), out)
+    return True
 
 
 def layers_into(params, layout, acts, first, last, x, work, plan, n, out):
@@ -422,7 +427,7 @@ ENGINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "
           "vae_objective", "ae_pass", "vae_pass", "encode_into", "layers_into", "heads_into")
 OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "reparam_backward",
        "mse_loss", "bce_logits_loss", "adam_step", "sgd_step", "corrupt", "gather_rows",
-       "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum")
+       "l1_code_grad", "l1_penalty_rows", "repeat_rows", "fold_rows", "row_sum", "all_finite")
 # Small helpers are typed into their callers (Numba IR inlining) rather than compiled on their own:
 # each separately compiled function costs ~0.1 s of cold start. The passes themselves stay separate
 # functions: inlining them multiplies the code LLVM optimizes.

@@ -415,14 +415,12 @@ class NeuralEstimator(Estimator):
         """Model-specific checks of training data (VAE: [0, 1] for the bernoulli likelihood)."""
 
     # ---- inference
-    def _rows(self, state, X, name, n_in):
-        """X for inference: a C-contiguous NumPy array of the model dtype on the cpu backend is
-        used as it is after a compiled NaN/inf check; anything else is converted and checked."""
-        if (type(X) is np.ndarray and X.dtype is state.dtype and state.backend == "cpu" and X.ndim == 2
-                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous and X.flags.writeable
-                and X.flags.aligned):
-            if _cpu_all_finite()(X.reshape(-1)):
-                return X
+    def _rows(self, state, X, name, n_in, finite_checked_later=False):
+        """X for inference: an array compiled code takes as it is is used as it is, after a
+        compiled NaN/inf check (unless the compiled call makes it: `finite_checked_later`);
+        anything else is converted and checked."""
+        if state.takes_as_is(X, n_in) and (finite_checked_later or _cpu_all_finite()(X.reshape(-1))):
+            return X
         return validation.data(X, name, state.dtype, n_in, type(self).__name__, state.xp)
 
     def _as_caller(self, state, result, like):
@@ -431,9 +429,9 @@ class NeuralEstimator(Estimator):
             return result.get()
         return result
 
-    def _apply(self, state, method, X, name, n_in, n_out, out, *args):
+    def _apply(self, state, method, X, name, n_in, n_out, out, *args, finite_checked_later=False):
         """state.<method>(checked X, *args, out) with the caller's checked `out=`."""
-        Xc = self._rows(state, X, name, n_in)
+        Xc = self._rows(state, X, name, n_in, finite_checked_later)
         if out is None:
             result = getattr(state, method)(Xc, *args, None)
             return result if state.xp is np else self._as_caller(state, result, X)

@@ -218,12 +218,23 @@ class FittedModel:
         if n <= CHUNK:  # the latency path: one compiled call, no closures
             result = self.xp.empty((n, self._code_width), self.dtype) if out is None else out
             work, plan = self._space(n)
-            self.engine.encode_into(self.params, self._layout, self._acts, work, plan, X, n,
-                                    self._inference_config, result)
+            if not self.engine.encode_into(self.params, self._layout, self._acts, work, plan, X, n,
+                                           self._inference_config, result):
+                raise ValueError("X contains NaN or infinity")
             return result
         eng, net, cfg = self.engine, self.net, self._inference_config
-        return self._chunks(X, self.spec.width, out, lambda x, work, plan, r: eng.encode_into(
-            self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, r))
+
+        def run(x, work, plan, r):
+            if not eng.encode_into(self.params, net.layout, net.acts, work, plan, x, x.shape[0], cfg, r):
+                raise ValueError("X contains NaN or infinity")
+        return self._chunks(X, self.spec.width, out, run)
+
+    def takes_as_is(self, X, n_in):
+        """Whether X can go to compiled code as it is: the one array type it is compiled for
+        (a base-class, aligned, writeable, C-contiguous 2-D array of the model dtype, cpu)."""
+        return (type(X) is np.ndarray and X.dtype is self.dtype and self.backend == "cpu" and X.ndim == 2
+                and X.shape[1] == n_in and X.shape[0] > 0 and X.flags.c_contiguous and X.flags.writeable
+                and X.flags.aligned)
 
     def heads(self, X, mu=None, logvar=None):
         """VAE (mu, logvar) of q(z|x), each (n, latent)."""

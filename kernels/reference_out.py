@@ -95,3 +95,7 @@ def fold_rows(src, copies, out):
 
 def row_sum(a):
     return float(np.sum(a))
+
+
+def all_finite(a):
+    return bool(np.isfinite(a).all())
