@@ -8,6 +8,7 @@ compiled calls of at most about CALL_SECONDS each, so an interrupt lands quickly
 discards the unfinished epoch. Divergence is caught from the weights and moments themselves (the
 optimizer kernels report non-finite values in the same pass) and from the loss.
 """
+import contextlib
 import time
 
 import numpy as np
@@ -95,45 +96,16 @@ class Trainer:
         return float(rows.mean())
 
     def _epoch(self, X, train_index):
-        """One shuffled pass in compiled calls of about CALL_SECONDS; the mean per-row objective.
-        On divergence the working copies are reset to the committed state and FloatingPointError
+        """One shuffled pass over the rows `train_index` of X; the mean per-row objective. On
+        divergence the working copies are reset to the committed state and FloatingPointError
         raised; on any other exception the unfinished epoch is simply not committed."""
-        n = train_index.shape[0]
-        order = train_index[self.rng.permutation(n)] if self.p["shuffle"] else train_index
-        batch = self.p["batch_size"]
-        steps = (n + batch - 1) // batch
-        base = np.uint64(self.rng.integers(0, 2 ** 63))
-        with np.errstate(over="ignore"):
-            keys = ew.mix64(base + np.arange(steps, dtype=np.uint64) * ew._GOLDEN)
-        xp = self.start.xp
-        order = xp.asarray(order.astype(np.int64))
-        totals = np.zeros(steps)
-        self._epoch_steps, self._epoch_rows = steps, n
-        try:
-            done = 0
-            while done < steps:
-                stop = min(steps, done + self._steps_per_call())
-                began = time.perf_counter()
-                good = self._steps(X, order, keys, totals, done, stop)
-                if good < stop - done:
-                    raise FloatingPointError(f"the weights or optimizer state became non-finite in step "
-                                             f"{self.committed.train.t + done + good + 1}")
-                self._seconds_per_step = (time.perf_counter() - began) / (stop - done)
-                done = stop
-            self._last_batch = order[(steps - 1) * batch:]
-            loss = float(totals.sum()) / n
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss}")
-        except FloatingPointError as exc:
-            self._reset()
-            raise FloatingPointError(
-                f"training diverged in epoch {self.committed.train.n_iter + 1}: {exc}; the learning rate "
-                f"(lr={self.p['lr']}) is likely too high. The model keeps the state of the last "
-                "completed epoch.") from None
-        except BaseException:
-            self._reset()
-            raise
-        return loss
+        with self._epoch_guard():
+            n = train_index.shape[0]
+            order = train_index[self.rng.permutation(n)] if self.p["shuffle"] else train_index
+            order, totals = self._pass(X, order, 0)
+            self._last_batch = order[(totals.shape[0] - 1) * self.p["batch_size"]:]
+            self._epoch_steps, self._epoch_rows = totals.shape[0], n
+            return _finite_loss(float(totals.sum()) / n)
 
     def _epoch_blocks(self, n_blocks, fetch):
         """One pass over data held as `n_blocks` row blocks (out of core): the block order is drawn
@@ -142,39 +114,51 @@ class Trainer:
         are shuffled and cut into minibatches (none spans two blocks). Same guarantees as `_epoch`:
         on any exception, a failing block included, the working copies and the random stream go
         back to the committed state. Returns the mean per-row objective."""
-        shuffle, batch, xp = self.p["shuffle"], self.p["batch_size"], self.start.xp
         total, rows, taken = 0.0, 0, 0
-        try:
-            order = self.rng.permutation(n_blocks) if shuffle else np.arange(n_blocks)
-            for X in fetch(order):
+        with self._epoch_guard():
+            shuffle = self.p["shuffle"]
+            for X in fetch(self.rng.permutation(n_blocks) if shuffle else np.arange(n_blocks)):
                 n = X.shape[0]
                 if n == 0:
                     continue
-                index = self.rng.permutation(n) if shuffle else np.arange(n)
-                steps = (n + batch - 1) // batch
-                base = np.uint64(self.rng.integers(0, 2 ** 63))
-                with np.errstate(over="ignore"):
-                    keys = ew.mix64(base + np.arange(steps, dtype=np.uint64) * ew._GOLDEN)
-                index = xp.asarray(index.astype(np.int64))
-                totals = np.zeros(steps)
-                done = 0
-                while done < steps:
-                    stop = min(steps, done + self._steps_per_call())
-                    began = time.perf_counter()
-                    good = self._steps(X, index, keys, totals, done, stop, offset=taken)
-                    if good < stop - done:
-                        raise FloatingPointError(f"the weights or optimizer state became non-finite in step "
-                                                 f"{self.committed.train.t + taken + done + good + 1}")
-                    self._seconds_per_step = (time.perf_counter() - began) / (stop - done)
-                    done = stop
-                self._last_rows = X[index[(steps - 1) * batch:]]  # a copy: the block itself is let go
-                total, rows, taken = total + float(totals.sum()), rows + n, taken + steps
+                index, totals = self._pass(X, self.rng.permutation(n) if shuffle else np.arange(n), taken)
+                # a copy: the block itself is let go
+                self._last_rows = X[index[(totals.shape[0] - 1) * self.p["batch_size"]:]]
+                total, rows, taken = total + float(totals.sum()), rows + n, taken + totals.shape[0]
             if rows == 0:
                 raise ValueError("X has no rows")
             self._epoch_steps, self._epoch_rows = taken, rows
-            loss = total / rows
-            if not np.isfinite(loss):
-                raise FloatingPointError(f"the loss became {loss}")
+            return _finite_loss(total / rows)
+
+    def _pass(self, X, order, offset):
+        """The minibatch steps over the rows `order` of X (`offset` steps into the epoch), with
+        noise keys from the random stream, in compiled calls of about CALL_SECONDS each; returns
+        the order (on the backend) and the per-step objective totals."""
+        batch = self.p["batch_size"]
+        steps = -(-order.shape[0] // batch)
+        base = np.uint64(self.rng.integers(0, 2 ** 63))
+        with np.errstate(over="ignore"):
+            keys = ew.mix64(base + np.arange(steps, dtype=np.uint64) * ew._GOLDEN)
+        order = self.start.xp.asarray(order.astype(np.int64))
+        totals = np.zeros(steps)
+        done = 0
+        while done < steps:
+            stop = min(steps, done + self._steps_per_call())
+            began = time.perf_counter()
+            good = self._steps(X, order, keys, totals, done, stop, offset)
+            if good < stop - done:
+                raise FloatingPointError(f"the weights or optimizer state became non-finite in step "
+                                         f"{self.committed.train.t + offset + done + good + 1}")
+            self._seconds_per_step = (time.perf_counter() - began) / (stop - done)
+            done = stop
+        return order, totals
+
+    @contextlib.contextmanager
+    def _epoch_guard(self):
+        """On any exception the working copies and the random stream go back to the committed
+        state; divergence is reported as FloatingPointError with the learning rate."""
+        try:
+            yield
         except FloatingPointError as exc:
             self._reset()
             raise FloatingPointError(
@@ -184,7 +168,6 @@ class Trainer:
         except BaseException:
             self._reset()
             raise
-        return loss
 
     def _check_outputs(self, state, X):
         """Finite weights can still overflow in the layers (lr=1e30 gives weights near 1e30): the
@@ -239,3 +222,9 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
         return tqdm(total=epochs, desc=type(self.owner).__name__, unit="epoch")
+
+
+def _finite_loss(loss):
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"the loss became {loss}")
+    return loss
