@@ -20,8 +20,21 @@ MODEL_SETUP = textwrap.dedent("""
     X = np.random.default_rng(0).uniform(size=(200, 64)).astype(np.float32)
     fastae.Autoencoder(hidden=(32,), code=8, epochs=1, seed=0).fit(X).save({path!r})
 """)
+FLOOR_MODULE = textwrap.dedent("""
+    import numba
+    @numba.njit(cache=True)
+    def total(a):
+        return a.sum()
+""")
 CASES = {
     "import numpy": "import numpy",
+    # the floor of any program that runs cached Numba code: import numpy and numba, load one function
+    "numba floor (import numba, one cached call)": textwrap.dedent("""
+        import sys, numpy as np
+        sys.path.insert(0, {folder!r})
+        import floor_module
+        floor_module.total(np.ones(3))
+    """),
     "first transform (import, load, transform 1 row)": textwrap.dedent("""
         import numpy as np, fastae
         model = fastae.load({path!r})
@@ -54,9 +67,10 @@ def _run(code, cache):
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("coldstart") / "model.npz")
-    cache = tempfile.mkdtemp()
-    _run(MODEL_SETUP.format(path=path), cache)
+    folder = tmp_path_factory.mktemp("coldstart")
+    (folder / "floor_module.py").write_text(FLOOR_MODULE)
+    path = str(folder / "model.npz")
+    _run(MODEL_SETUP.format(path=path), tempfile.mkdtemp())
     return path
 
 
@@ -65,7 +79,7 @@ def model_file(tmp_path_factory):
 def test_process_start(benchmark, case, cache, model_file):
     if case == "import numpy" and cache == "cold":
         pytest.skip("NumPy has no Numba cache")
-    code = CASES[case].format(path=model_file)
+    code = CASES[case].format(path=model_file, folder=os.path.dirname(model_file))
     warm_cache = tempfile.mkdtemp()
     if cache == "warm":
         _run(code, warm_cache)  # fills the cache
