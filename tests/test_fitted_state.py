@@ -219,18 +219,15 @@ def _interrupt_after(seconds):
     return landed
 
 
-def test_ctrl_c_lands_quickly_and_leaves_a_consistent_resumable_state(rng):
-    X = rng.uniform(size=(40000, 64)).astype(np.float32)
-    epochs = 8
-    make = lambda: fastae.Autoencoder(hidden=(128,), code=16, epochs=epochs, batch_size=32, seed=0)  # noqa: E731
-    make().set_params(epochs=1).fit(X[:100])  # compiles what the first call needs
-    steps = -(-len(X) // 32)
+def test_ctrl_c_lands_within_half_a_second(rng):
+    X = rng.uniform(size=(200_000, 64)).astype(np.float32)
     timers = []
 
-    def interrupt_mid_epoch_3(model, epoch, logs):
-        if epoch == 2:  # half an epoch (as long as the last one took) into epoch 3
-            timers.append(_interrupt_after(0.5 * len(X) / logs["rows_per_s"]))
-    model = make().set_params(callback=interrupt_mid_epoch_3)
+    def interrupt_during_epoch_2(model, epoch, logs):
+        if epoch == 1:  # epoch 2 is 25,000 steps: far longer than 0.1 s on any engine
+            timers.append(_interrupt_after(0.1))
+    model = fastae.Autoencoder(hidden=(64,), code=8, epochs=3, batch_size=8, seed=0,
+                               callback=interrupt_during_epoch_2)
     try:
         with pytest.raises(KeyboardInterrupt):
             model.fit(X)
@@ -239,14 +236,37 @@ def test_ctrl_c_lands_quickly_and_leaves_a_consistent_resumable_state(rng):
             timer["cancel"].set()
     delay = time.perf_counter() - timers[0]["sent"]
     assert delay < 0.5, f"Ctrl-C took {delay:.2f} s to land"
-    n = model.n_iter_
-    assert 2 <= n < epochs
-    # weights, moments, steps, epochs and history all describe the end of epoch n
-    assert model.t_ == n * steps and len(model.history_["loss"]) == n
-    model.set_params(callback=None)
-    for _ in range(epochs - n):  # resuming where it stopped gives the model of an uninterrupted run
-        model.partial_fit(X)
+    assert model.n_iter_ == 1 and len(model.history_["loss"]) == 1 and model.t_ == 25_000
+
+
+def test_an_interrupted_fit_is_consistent_and_resumes_to_the_uninterrupted_model(rng, monkeypatch):
+    """Ctrl-C between two compiled calls of epoch 3 (where Python delivers it): the model keeps
+    epoch 2, and partial_fit from there gives the model of a run that was never interrupted."""
+    from fastae import training
+    from fastae.training import Trainer
+    monkeypatch.setattr(training, "CALL_SECONDS", 1e-9)  # one step per compiled call
+    X = rng.uniform(size=(5000, 16)).astype(np.float32)
+    epochs = 5
+    make = lambda: fastae.Autoencoder(hidden=(32,), code=4, epochs=epochs, batch_size=16, seed=0)  # noqa: E731
     straight = make().fit(X)
+    steps = -(-len(X) // 16)
+    original, calls = Trainer._steps, []
+
+    def steps_then_interrupt(self, *args, **kwargs):
+        if self.committed.train.n_iter == 2:
+            calls.append(1)
+            if len(calls) == 10:  # ten steps into epoch 3
+                raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(Trainer, "_steps", steps_then_interrupt)
+    model = make()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X)
+    monkeypatch.setattr(Trainer, "_steps", original)
+    # weights, moments, steps, epochs and history all describe the end of epoch 2
+    assert model.n_iter_ == 2 and model.t_ == 2 * steps and len(model.history_["loss"]) == 2
+    for _ in range(epochs - 2):
+        model.partial_fit(X)
     for (W, b), (sW, sb) in zip(model.get_weights(), straight.get_weights()):
         np.testing.assert_array_equal(W, sW)
         np.testing.assert_array_equal(b, sb)
