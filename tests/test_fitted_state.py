@@ -207,6 +207,16 @@ def test_big_endian_and_object_inputs_are_converted(X):
     fastae.Autoencoder(hidden=(4,), code=2, epochs=1, seed=0).fit(X.astype(">f8"))
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler: a process started in the background (CI runners, `cmd &`)
+    inherits SIGINT ignored, and then Ctrl-C, like _thread.interrupt_main, does nothing."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_after(seconds):
     """Ctrl-C in the main thread after `seconds`, unless landed["cancel"] is set first."""
     landed = {"cancel": threading.Event()}
@@ -219,7 +229,7 @@ def _interrupt_after(seconds):
     return landed
 
 
-def test_ctrl_c_lands_within_half_a_second(rng):
+def test_ctrl_c_lands_within_half_a_second(rng, ctrl_c_raises):
     X = rng.uniform(size=(200_000, 64)).astype(np.float32)
     timers = []
 
