@@ -316,7 +316,7 @@ def fit(estimator, X, X_val, partial):
         Xv = da.concatenate([X.blocks[int(i)] for i in holdout], axis=0)
 
     def commit(state):
-        estimator._fitted = state
+        estimator._fitted = state.with_settings(p)
 
     source = _Blocks(X, starts, spec.dtype, spec.n_features, owner, unit, start.xp)
     trainer = _BlockTrainer(start, p, commit, callback=p["callback"], owner=estimator, verbose=p["verbose"])

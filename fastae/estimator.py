@@ -389,7 +389,7 @@ class NeuralEstimator(Estimator):
             start = start.replace(rng_state=rng.bit_generator.state)
 
         def commit(state):
-            self._fitted = state
+            self._fitted = state.with_settings(p)
         trainer = Trainer(start, p, commit, callback=p["callback"], owner=self, verbose=p["verbose"])
         trainer.run(Xc, 1 if partial else p["epochs"], train_index, Xv, val_index)
         return self
@@ -435,7 +435,10 @@ class NeuralEstimator(Estimator):
         if out is None:
             result = getattr(state, method)(Xc, *args, None)
             return result if state.xp is np else self._as_caller(state, result, X)
-        getattr(state, method)(Xc, *args, result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp))
+        target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
+        if any(isinstance(a, state.xp.ndarray) and state.xp.may_share_memory(target, a) for a in (X, Xc)):
+            raise ValueError(f"out must not overlap {name}")
+        getattr(state, method)(Xc, *args, target)
         return out
 
     def decode(self, Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
@@ -553,7 +556,7 @@ class NeuralEstimator(Estimator):
         xp = base.xp
         for (W, b), (tW, tb) in zip(pairs, targets):
             tW[...], tb[...] = xp.asarray(W, dtype=spec.dtype), xp.asarray(b, dtype=spec.dtype)
-        self._fitted = base
+        self._fitted = base.with_settings(p)
         return self
 
     def _grads_like_weights(self, state, grads):

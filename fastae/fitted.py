@@ -6,6 +6,7 @@ and nothing else; the estimator's constructor parameters are never read after `f
 end of each completed epoch, so a reader (another thread, a file being written) always sees one
 consistent state.
 """
+import copy
 import dataclasses
 import threading
 from typing import Optional
@@ -122,6 +123,14 @@ class TrainState:
 class FittedModel:
     """A fitted Autoencoder or VAE: spec, weights (one flat buffer) and training state, on one
     backend. Never modified after construction; inference workspaces are cached per thread."""
+
+    settings = None  # the constructor parameters it was fitted with (what `save` writes)
+
+    def with_settings(self, settings):
+        """This state labelled with the checked constructor parameters it was fitted with."""
+        labelled = copy.copy(self)
+        labelled.settings = fit_settings(settings)
+        return labelled
 
     def __init__(self, spec, params, train, backend):
         self.spec, self.train, self.backend = spec, train, backend
@@ -304,3 +313,10 @@ def _chunk_seed(seed, chunk):
     from .kernels.elementwise import mix64
     with np.errstate(over="ignore"):
         return int(mix64(np.uint64(seed) ^ mix64(np.uint64(chunk))))
+
+
+def fit_settings(checked):
+    """The checked constructor parameters as plain JSON values, without the two that are not part
+    of a model: the callback (code) and the backend (a property of the machine)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in checked.items()
+            if k not in ("callback", "backend")}

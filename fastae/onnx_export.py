@@ -142,10 +142,8 @@ def export(estimator, path, part="encode"):
     """Write `part` of the fitted estimator to an ONNX file at exactly `path` (str or PathLike)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
-    target = Path(os.fspath(path))
-    model = build(estimator, part)
-    if not target.parent.is_dir():
-        raise ValueError(f"path: the folder {str(target.parent)!r} does not exist")
     from .persistence import _replacing  # temporary file, renamed into place when complete
-    with _replacing(target) as f:
+    target = _replacing(path)  # checks the path
+    model = build(estimator, part)
+    with target as f:
         f.write(model.SerializeToString())

@@ -18,6 +18,7 @@ class PCAState:
     mean: np.ndarray                  # (D,)
     explained_variance: np.ndarray    # (k,)
     explained_variance_ratio: np.ndarray
+    settings: dict = None             # the constructor parameters it was fitted with (for save)
 
     @property
     def spec(self):
@@ -128,7 +129,7 @@ class PCA(Estimator):
             if not np.isfinite(getattr(state, name)).all():
                 raise ValueError(f"X is too large for PCA in {p['dtype']}: the {name.replace('_', ' ')} "
                                  "overflows (scale the data)")
-        self._fitted = state
+        self._fitted = dataclasses.replace(state, settings=dict(p))
         return self
 
     components_ = property(lambda self: self._state().components,

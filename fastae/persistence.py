@@ -15,6 +15,7 @@ file (and no stray temporary) behind.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import numbers
@@ -62,7 +63,9 @@ def _contents(model):
     if name not in _classes():
         raise TypeError(f"cannot save a {name}: only fastae's PCA, Autoencoder and VAE")
     state = model._state()  # NotFittedError (a ValueError) for an unfitted model
-    params = {k: _jsonable(v) for k, v in model.get_params().items() if k not in _NOT_SAVED}
+    # the parameters the model was fitted with: what set_params did since does not reach the file
+    settings = state.settings if state.settings is not None else model.get_params()
+    params = {k: _jsonable(v) for k, v in settings.items() if k not in _NOT_SAVED}
     header = {"format": FORMAT, "version": VERSION, "class": name, "params": params}
     if name == "PCA":
         arrays = {"components": state.components, "mean": state.mean,
@@ -121,9 +124,7 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
     ValueError
         If the folder does not exist or the model cannot be saved.
     """
-    path = Path(os.path.realpath(os.fspath(path)))
-    if not path.parent.is_dir():
-        raise ValueError(f"path: the folder {str(path.parent)!r} does not exist")
+    target = _replacing(path)  # checks the path before anything else
     header, arrays = _contents(model)
     try:
         text = json.dumps(header, allow_nan=False)
@@ -133,12 +134,16 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         raise ValueError(f"this model cannot be saved: {exc}") from None
     except ValueError as exc:  # json: NaN or inf in the history
         raise ValueError(f"this model cannot be saved: {exc}") from None
-    with _replacing(path) as f:
+    with target as f:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             zf.writestr("header.json", text)
             for key, a in arrays.items():
                 with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.ascontiguousarray(a), allow_pickle=False)
+
+
+_USER_ERRORS = {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                errno.ENOENT, errno.ELOOP}
 
 
 class _replacing:
@@ -147,9 +152,34 @@ class _replacing:
     elsewhere a fixed hidden name beside the target, which the next save reuses."""
 
     def __init__(self, path):
-        self.path = path
+        """Checks `path` (str or PathLike): its folder exists and whatever is there is a regular
+        file (a symlink is followed); a folder, device, FIFO or symlink loop is never replaced."""
+        given = os.fspath(path)
+        if "\0" in str(given):
+            raise ValueError(f"path: {given!r} contains a NUL byte")
+        self.given = given
+        self.path = Path(os.path.realpath(given))
+        if not self.path.parent.is_dir():
+            raise ValueError(f"path: the folder {str(self.path.parent)!r} does not exist")
+        try:
+            longest = os.pathconf(self.path.parent, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            longest = 255
+        if len(os.fsencode(self.path.name)) + 16 > longest:  # room for the temporary name
+            raise ValueError(f"path: the file name {self.path.name[:40]!r}... is too long")
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise ValueError(f"path: {str(given)!r} exists and is not a regular file (a folder, device, FIFO or "
+                             "symlink loop); fastae writes only to regular files")
 
     def __enter__(self):
+        try:
+            return self._open()
+        except OSError as exc:
+            if exc.errno in _USER_ERRORS:
+                raise ValueError(f"path: cannot write {str(self.given)!r}: {exc.strerror}") from None
+            raise
+
+    def _open(self):
         directory = str(self.path.parent)
         self.anonymous = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
         if self.anonymous:
@@ -216,8 +246,12 @@ def load(path: str | os.PathLike[str], backend: Literal["auto", "cpu", "numpy", 
     """
     resolved = _backend.resolve(validation.one_of("auto", "cpu", "numpy", "cuda")(backend, "backend"))
     path = Path(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"path: {str(path)!r} does not exist")
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"path: {str(path)!r} does not exist") from None
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte, a symlink loop, no access
+        raise ValueError(f"path: cannot read {str(path)!r} ({exc})") from None
     if not path.is_file():
         raise ValueError(f"path: {str(path)!r} is not a file")
     try:
@@ -303,10 +337,21 @@ def _model_from(header, readers, declared, backend):
     if not isinstance(params, dict) or sorted(params) != sorted(names):
         raise _Invalid(f"params must name exactly the parameters of {cls.__name__}")
     params = {k: tuple(v) if k == "hidden" and isinstance(v, list) else v for k, v in params.items()}
-    model = cls(**params)
+    model = cls(**params, **({"callback": None} if "callback" in cls._param_names() else {}))
+    table = {"PCA": validation.PCA, "Autoencoder": validation.AUTOENCODER, "VAE": validation.VAE}[cls.__name__]
+    try:
+        checked = validation.params(model, {k: v for k, v in table.items() if k != "callback"})
+    except (ValueError, TypeError) as exc:
+        raise _Invalid(f"params: {exc}") from None
     if cls.__name__ == "PCA":
-        return _pca_from(model, readers, declared)
+        return _pca_from(model, readers, declared, checked)
     spec = _spec_from(header.get("spec"), cls)
+    try:
+        implied = model._spec({**checked, "backend": backend}, spec.n_features)
+    except ValueError as exc:
+        raise _Invalid(f"params: {exc}") from None
+    if implied != spec:
+        raise _Invalid("params do not describe the network in the file")
     train = header.get("train")
     if not isinstance(train, dict) or sorted(train) != ["loss", "n_iter", "rng", "t", "val_loss"]:
         raise _Invalid("train must hold t, n_iter, loss, val_loss and rng")
@@ -325,26 +370,25 @@ def _model_from(header, readers, declared, backend):
         W[...], b[...] = _finite(readers[f"W{i}"](), f"W{i}"), _finite(readers[f"b{i}"](), f"b{i}")
     opt_a, opt_b = (network.copy(_finite(readers[k](), k)) for k in ("opt_a", "opt_b"))
     state = FittedModel(spec, host.params, TrainState(opt_a, opt_b, t, n_iter, loss, val_loss, rng_state), "numpy")
-    model._fitted = state.to_backend(backend)
+    model._fitted = state.to_backend(backend).with_settings(checked)
     return model
 
 
-def _pca_from(model, readers, declared):
+def _pca_from(model, readers, declared, checked):
     from .pca import PCAState
-    try:
-        k = validation.integer(1)(model.n_components, "n_components")
-        dtype = validation.dtype(model.dtype)
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
+    k, dtype = checked["n_components"], checked["dtype"]
     if "components" not in declared or len(declared["components"][0]) != 2:
         raise _Invalid("no components array")
     d = declared["components"][0][1]
-    if d < 1:
-        raise _Invalid("components must have at least one column")
+    if d < 1 or k > d:
+        raise _Invalid("components must have at least n_components columns")
     _check_declared(declared, {"components": (k, d), "mean": (d,), "explained_variance": (k,),
                                "explained_variance_ratio": (k,)}, dtype)
-    model._fitted = PCAState(*(_finite(readers[n](), n) for n in
-                               ("components", "mean", "explained_variance", "explained_variance_ratio")))
+    arrays = [_finite(readers[n](), n) for n in ("components", "mean", "explained_variance",
+                                                 "explained_variance_ratio")]
+    if (arrays[2] < 0).any() or (arrays[3] < 0).any() or (arrays[3] > 1).any():
+        raise _Invalid("explained variances must be >= 0 and their ratios in [0, 1]")
+    model._fitted = PCAState(*arrays, settings=dict(checked))
     return model
 
 

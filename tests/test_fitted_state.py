@@ -88,7 +88,11 @@ def test_save_load_reads_the_fitted_state_not_the_parameters(tmp_path, X):
     model.save(tmp_path / "m.npz")
     loaded = fastae.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
-    assert loaded.get_params()["code"] == 3  # the parameters travel as they are, unfitted
+    assert loaded.get_params()["code"] == 2  # the file records the parameters it was fitted with
+    pca = fastae.PCA(3).fit(X).set_params(n_components=5, dtype="float64")
+    pca.save(tmp_path / "p.npz")
+    assert fastae.load(tmp_path / "p.npz").get_params() == {"n_components": 3, "dtype": "float32"}
+    model.set_params(lr=float("nan"), dtype=np.float64).save(tmp_path / "m.npz")  # not part of the model yet
     with pytest.raises(fastae.NotFittedError):
         fastae.VAE().save(tmp_path / "v.npz")
 

@@ -227,3 +227,31 @@ def test_every_model_that_saves_loads_identically(tmp_path, seed):
     np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
     if hasattr(model, "history_"):
         assert loaded.history_ == model.history_ and loaded.t_ == model.t_
+
+
+def test_save_writes_only_to_regular_files_and_names_the_path(tmp_path, X):
+    model = fastae.PCA(2).fit(X)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for target in (tmp_path / "fifo", tmp_path, tmp_path / "loop"):
+        with pytest.raises(ValueError, match="not a regular file"):
+            model.save(target)
+    assert os.path.exists(tmp_path / "fifo") and not os.path.isfile(tmp_path / "fifo")
+    for bad in (str(tmp_path / ("a" * 300)), str(tmp_path / "a\0b")):
+        with pytest.raises(ValueError, match="path"):
+            model.save(bad)
+        with pytest.raises(ValueError, match="path"):
+            fastae.load(bad)
+
+
+def test_tampered_parameters_are_refused(tmp_path, X):
+    model = fastae.Autoencoder(hidden=(5,), code=3, epochs=1, seed=0).fit(X)
+    model.save(tmp_path / "m.npz")
+    members = _members(tmp_path / "m.npz")
+    header = json.loads(members["header.json"])
+    for change in ({"lr": -1.0}, {"hidden": {"a": 1}}, {"code": "x"}, {"dtype": "float64"}, {"code": 4},
+                   {"hidden": [6]}, {"activation": "tanh"}):
+        bad = {**members, "header.json": json.dumps({**header, "params": {**header["params"], **change}})}
+        _write_members(tmp_path / "bad.npz", bad)
+        with pytest.raises(ValueError, match="not a valid fastae model"):
+            fastae.load(tmp_path / "bad.npz")
