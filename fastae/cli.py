@@ -251,7 +251,10 @@ FIT_OPTIONS = [
 
 def _widths(text):
     try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
+        parts = text.split(",")
+        if text.strip() and not all(v.strip() for v in parts):
+            raise ValueError("an empty width")
+        return tuple(int(v) for v in parts if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 256,64, got {text!r}") from None
 

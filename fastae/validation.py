@@ -25,6 +25,9 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
     if not _backend.is_cupy(X):
         if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
             raise TypeError(f"{name} is a sparse matrix; fastae needs dense data (use X.toarray())")
+        if isinstance(X, np.ma.MaskedArray):
+            raise TypeError(f"{name} is a masked array; fastae would ignore the mask: fill it first "
+                            f"({name}.filled(value))")
         X = np.asarray(X)
         if X.dtype.kind == "O":
             try:

@@ -456,7 +456,7 @@ def adam_step(param: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray, 
     TypeError
         If `param`, `m` or `v` is not a float array of the backend, or `grad`'s dtype differs.
     """
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step < 2 ** 63:
         raise ValueError(f"step must be an int >= 1, got {step!r}")
     lr = _checks.real(lr, "lr", minimum=0.0)
     beta_1, beta_2 = _checks.real(beta_1, "beta_1", 0.0), _checks.real(beta_2, "beta_2", 0.0)
@@ -504,6 +504,8 @@ def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
     dtypes : iterable of str, default=('float32', 'float64')
         The float dtypes to compile for.
     """
+    if isinstance(dtypes, str) or not all(d in ("float32", "float64") for d in dtypes):
+        raise ValueError(f"dtypes must be a tuple of 'float32' and/or 'float64', got {dtypes!r}")
     for dtype in dtypes:
         rng = np.random.default_rng(0)
         x, W, b = (rng.standard_normal(s).astype(dtype) for s in ((2, 3), (4, 3), (4,)))

@@ -110,3 +110,20 @@ def test_latency_path_still_rejects_nan_and_wrong_shapes(X):
         with pytest.raises(ValueError, match=message):
             model.transform(bad)
     np.testing.assert_array_equal(model.transform(row.astype(np.float64)), model.transform(row))
+
+
+def test_review_findings_are_clear_errors(tmp_path):
+    X = np.random.default_rng(0).uniform(size=(20, 4))
+    with pytest.raises(TypeError, match="masked array"):
+        fastae.Autoencoder(hidden=(3,), code=2, epochs=1).fit(np.ma.masked_array(X, mask=X > 0.9))
+    p = np.zeros(3)
+    with pytest.raises(ValueError, match="step"):
+        fastae.kernels.adam_step(p, p + 1, np.zeros(3), np.zeros(3), step=2 ** 70)
+    with pytest.raises(ValueError, match="dtypes"):
+        fastae.kernels.warmup(dtypes="float32")
+    import subprocess
+    import sys
+    np.save(tmp_path / "x.npy", X)
+    result = subprocess.run([sys.executable, "-m", "fastae", "fit", str(tmp_path / "x.npy"), "--hidden", "8,,3",
+                             "-o", str(tmp_path / "m.npz")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "8,,3" in result.stderr
