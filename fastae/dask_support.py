@@ -77,13 +77,7 @@ def _rows_array(X, name, n_features, owner):
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(X.shape)}")
     if any(np.isnan(c) for c in X.chunks[0]):
         raise ValueError(f"{name} has unknown chunk sizes (rows): call {name}.compute_chunk_sizes() first")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
-    if X.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} "
-                         "features as input")
+    validation.check_shape(X.shape, name, n_features, owner)
     return X.rechunk({1: -1}) if X.numblocks[1] > 1 else X
 
 

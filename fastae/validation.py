@@ -43,17 +43,22 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(X.shape)}. Reshape your "
                          "data: X.reshape(1, -1) for a single row, X.reshape(-1, 1) for a single feature")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
-    if X.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} features, but {owner} is expecting {n_features} "
-                         "features as input")
+    check_shape(X.shape, name, n_features, owner)
     X = kernel_array(X, dtype, xp)
     if not all_finite(X, xp):
         raise ValueError(f"{name} contains NaN or infinity")
     return X
+
+
+def check_shape(shape, name, n_features=None, owner=None):
+    """Rows and features present, and the expected number of features (scikit-learn's wording)."""
+    if shape[0] == 0:
+        raise ValueError(f"{name} has 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 is required.")
+    if shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is required.")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(f"{name} has {shape[1]} features, but {owner} is expecting {n_features} "
+                         "features as input")
 
 
 def all_finite(X, xp=np, rows=16384):
