@@ -273,6 +273,8 @@ def _read(zf, file_size, resolved, backend):
         total += info.file_size
     if total > file_size:
         raise _Invalid("the zip directory declares more data than the file holds")
+    if "header.json" not in infos and "header.npy" in infos:
+        raise _Invalid("a format 1 file (fastae 0.1.0); this fastae reads format 2: refit and save again")
     if "header.json" not in infos or infos["header.json"].file_size > MAX_HEADER:
         raise _Invalid("no header.json of at most 1 MiB")
     try:

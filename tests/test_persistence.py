@@ -255,3 +255,10 @@ def test_tampered_parameters_are_refused(tmp_path, X):
         _write_members(tmp_path / "bad.npz", bad)
         with pytest.raises(ValueError, match="not a valid fastae model"):
             fastae.load(tmp_path / "bad.npz")
+
+
+def test_a_format_1_file_is_refused_naming_the_format(tmp_path):
+    np.savez(tmp_path / "old.npz", header=np.array('{"format": "fastae-model", "version": 1}'),
+             params=np.zeros(3, np.float32), opt_a=np.zeros(3, np.float32), opt_b=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="format 1"):
+        fastae.load(tmp_path / "old.npz")
