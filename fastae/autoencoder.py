@@ -1,7 +1,7 @@
 """Autoencoder: plain, sparse (L1 proximal code) and denoising, trained by the engine."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -160,23 +160,6 @@ class Autoencoder(NeuralEstimator):
             return dask_support.apply(self, "score", X)
         state, _, rows = self._objective(X)
         return self._as_caller(state, -rows, X)
-
-    def score(self, X: ArrayLike, y: Any = None) -> float:
-        """Minus the mean per-row objective, penalty included (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to score.
-        y : None, default=None
-            Ignored (scikit-learn compatibility).
-
-        Returns
-        -------
-        float
-            The mean of ``score_samples(X)``.
-        """
-        return float(self.score_samples(X).mean())
 
     def value_and_grad(self, X: ArrayLike) -> tuple[float, Weights]:
         """(loss, grads) at the fitted weights without noise: the mean per-row objective and its

@@ -15,9 +15,9 @@ Every entry point (ENTRY_POINTS)
 checks the shapes it is handed against the layout and the plan before touching memory: compiled
 code does not trust its caller.
 
-The kernel names below (affine_forward, mse_loss, ...) are bound per backend in one place:
-`for_backend` puts the functions named in OPS, taken from that backend's kernel module
-(fastae.kernels.cpu, .reference_out or .gpu), into the engine's namespace.
+The kernel names below (affine_forward, mse_loss, ...) are imported from the reference and bound
+per backend in one place: `for_backend` puts the functions named in OPS, taken from that backend's
+kernel module (fastae.kernels.cpu, .reference_out or .gpu), into its copy of the engine.
 """
 import functools
 import os
@@ -26,6 +26,13 @@ import types
 import numpy as np
 
 from .kernels import elementwise as ew
+# The kernels the passes call (OPS). Bound here to the naive reference, in the calling convention
+# of every backend, so that a reader and a linter find them; `for_backend` runs each backend's
+# copy of the engine with these names bound to that backend's kernels (kernels/cpu.py, gpu.py).
+from .kernels.reference_out import (adam_step, affine_backward, affine_forward, all_finite,  # noqa: F401
+                                    bce_logits_loss, corrupt, fold_rows, gather_rows, l1_code_grad,
+                                    l1_penalty_rows, l1_prox, mse_loss, repeat_rows, reparam_backward,
+                                    reparam_forward, row_sum, sgd_step)
 
 LINEAR = ew.LINEAR
 MSE, BCE = 0, 1

@@ -194,6 +194,24 @@ class Estimator:
         from .persistence import save
         save(self, path)
 
+    def score(self, X: ArrayLike, y: Any = None) -> float:
+        """The mean of ``score_samples(X)`` (higher is better): minus the mean objective for an
+        Autoencoder, the mean ELBO for a VAE, minus the mean squared reconstruction error for PCA.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Rows to score.
+        y : None, default=None
+            Ignored (scikit-learn compatibility).
+
+        Returns
+        -------
+        float
+            The mean of ``score_samples(X)``.
+        """
+        return float(self.score_samples(X).mean())
+
     def fit_transform(self, X: ArrayLike, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit on `X`, then return its codes: ``fit(X, y, **fit_params).transform(X)``.
 

@@ -10,7 +10,6 @@ runs in the model's dtype (float32 or float64), at opset 17 (IR version 8), whic
 Runtime releases support. The file is written through a temporary file renamed into place.
 """
 import os
-from pathlib import Path
 
 import numpy as np
 

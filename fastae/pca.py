@@ -235,23 +235,6 @@ class PCA(Estimator):
         X = self._checked(state, X, "X", state.n_features)
         return -np.sum((X - self.reconstruct(X)) ** 2, axis=1)
 
-    def score(self, X: ArrayLike, y: Any = None) -> float:
-        """Minus the mean squared reconstruction error (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to score.
-        y : None, default=None
-            Ignored (scikit-learn compatibility).
-
-        Returns
-        -------
-        float
-            The mean of ``score_samples(X)``.
-        """
-        return float(self.score_samples(X).mean())
-
     # ---- export
     def to_onnx(self, path, part="encode"):
         """Write `part` ("encode" = transform, "decode" = inverse_transform, or "reconstruct") to an

@@ -2,7 +2,7 @@
 engine with the noise drawn (and regenerated for the backward) inside the kernels."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -165,23 +165,6 @@ class VAE(NeuralEstimator):
             If the model is not fitted.
         """
         return self.elbo(X, seed=self._state().spec.score_seed)
-
-    def score(self, X: ArrayLike, y: Any = None) -> float:
-        """Mean ELBO over the rows of X (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Rows to score.
-        y : None, default=None
-            Ignored (scikit-learn compatibility).
-
-        Returns
-        -------
-        float
-            The mean of ``score_samples(X)``.
-        """
-        return float(self.score_samples(X).mean())
 
     def value_and_grad(self, X: ArrayLike, eps: ArrayLike) -> tuple[float, Weights]:
         """(loss, grads): the training objective mean_rows(-log p(x|z) + beta * KL) with the given
