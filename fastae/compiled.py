@@ -14,6 +14,7 @@ disk-cached chain function, and allocate their scratch per call: any number of t
 them at once. Each `compiled()` call for a new (part, c_abi) compiles a small wrapper (well under
 a second after the first); the result is cached per fitted state, so asking again is free.
 """
+import os
 import threading
 import weakref
 
@@ -24,12 +25,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .fitted import CHUNK
-from .kernels import cpu
+from .kernels import cpu, packed
 from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU
 from .kernels.jit import cpu_jit
 from .network import _aligned, copy as _aligned_copy
 
 PARTS = ("encode", "decode", "reconstruct")
+
+PACKED_ROWS = 64        # up to this many rows the packed kernels beat BLAS; beyond, BLAS
+PARALLEL_WORK = 100000  # multiply-adds of a layer worth splitting between threads (~5 us)
 
 # return codes of the C ABI function
 OK, BAD_ROWS, NULL_POINTER = 0, 1, 2
@@ -44,21 +48,35 @@ def check_part(part):
 # ---- the compiled bodies (shared by every model; compiled once per dtype and cached on disk)
 
 @cpu_jit
-def chain_into(params, layout, acts, prox, l1, x, out):
+def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, check, x, out):
     """Dense layers 0 .. L-1 (layout[l] = (W offset, out, in, b offset), activation acts[l]) on
     the rows of x, into out; after layer prox[0] (-1: none) the L1 proximal operator with weight
     l1, non-negative when prox[1] (an array, not literals: one specialization serves every
     model). Rows go in chunks of CHUNK through two ping-pong buffers allocated here (nothing
-    shared between calls)."""
+    shared between calls).
+
+    Chunks of up to PACKED_ROWS rows run the register-blocked kernels over the packed weights
+    (layer l's at packed_w[packed_at[l]:]; `threads` > 1 splits a large layer's panels between
+    Numba's threads), larger ones BLAS. With `check`, returns False having written nothing when
+    x holds NaN or inf (else True)."""
     n_layers = layout.shape[0]
     prox_at, nonneg = prox[0], prox[1] != 0
     if x.shape[1] != layout[0, 2]:
         raise ValueError("x has the wrong number of columns for this model")
     if out.shape[0] != x.shape[0] or out.shape[1] != layout[n_layers - 1, 1]:
         raise ValueError("out has the wrong shape for this model")
+    if packed_at.shape[0] != n_layers + 1 or packed_at[n_layers] > packed_w.size:
+        raise ValueError("packed_at does not match the layout")
+    for l in range(n_layers):
+        w, width, inp = layout[l, 0], layout[l, 1], layout[l, 2]
+        if w < 0 or layout[l, 3] < w + width * inp or layout[l, 3] + width > params.size or (
+                l > 0 and inp != layout[l - 1, 1]) or packed_at[l] < 0 or packed_at[l] > packed_at[l + 1]:
+            raise ValueError("layout does not fit the parameter buffers")
     n = x.shape[0]
     if n == 0:
-        return
+        return True
+    if check and not cpu.all_finite(x.ravel()):
+        return False
     rows = min(n, CHUNK)
     widest = 1
     for l in range(n_layers - 1):
@@ -70,21 +88,28 @@ def chain_into(params, layout, acts, prox, l1, x, out):
         xc = x[start:start + m]
         for l in range(n_layers):
             w, width, inp, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-            W = params[w:w + width * inp].reshape((width, inp))
             bias = params[b:b + width]
             if l == n_layers - 1:
                 dst = out[start:start + m]
             else:
                 dst = work[(l % 2) * slot:(l % 2) * slot + m * width].reshape((m, width))
             if l == 0:
-                cpu.affine_forward(xc, W, bias, acts[l], dst)
+                src = xc
             else:
                 o = ((l - 1) % 2) * slot
                 src = work[o:o + m * inp].reshape((m, inp))
-                cpu.affine_forward(src, W, bias, acts[l], dst)
+            if m <= PACKED_ROWS:
+                Wp = packed_w[packed_at[l]:packed_at[l + 1]]
+                if threads > 1 and m * width * inp >= PARALLEL_WORK:
+                    packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
+                else:
+                    packed.affine_forward(src, Wp, bias, acts[l], dst)
+            else:
+                cpu.affine_forward(src, params[w:w + width * inp].reshape((width, inp)), bias, acts[l], dst)
             if l == prox_at:
                 flat = dst.ravel()
                 cpu.l1_prox(flat, l1, nonneg, flat)
+    return True
 
 
 @cpu_jit
@@ -124,6 +149,40 @@ def _is_null(typingctx, ptr):
     return types.boolean(ptr), codegen
 
 
+# ---- threads for inference
+
+_pool = {}
+
+
+def pool_threads():
+    """How many of Numba's threads inference may split a layer between: numba.get_num_threads()
+    (NUMBA_NUM_THREADS, numba.set_num_threads) where the threading layer may be entered from
+    several threads at once (omp, tbb), else 1. Numba's workqueue layer aborts the process on
+    concurrent entry, and GNU OpenMP does in a child forked after the parent used it, so those
+    get one thread."""
+    ok = _pool.get("ok")
+    if ok is None:
+        ok = _pool["ok"] = _threadsafe_layer()
+    return numba.get_num_threads() if ok else 1
+
+
+def _threadsafe_layer():
+    try:
+        from numba.np.ufunc import parallel
+        parallel._launch_threads()
+        return numba.threading_layer() in ("omp", "tbb")
+    except Exception:  # no threading layer at all: serial
+        return False
+
+
+def _after_fork_in_child():
+    if _pool.get("ok") and numba.threading_layer() == "omp":
+        _pool["ok"] = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 # ---- what a part computes, read from the fitted state
 
 class _Chain:
@@ -142,6 +201,14 @@ class _Chain:
             params[b:b + out] = np.asarray(bias, dtype)
         self.params = _aligned_copy(params)
         self.layout = np.asarray(rows, np.int64).reshape(-1, 4)
+        # each layer's weights packed for the register-blocked kernels, 64-byte aligned
+        at = [0]
+        for W, _ in pairs:
+            at.append(_aligned(at[-1] + packed.packed_size(W.shape[0], W.shape[1], dtype)))
+        self.packed_at = np.asarray(at, np.int64)
+        self.packed = _aligned_copy(np.zeros(max(at[-1], 1), dtype))
+        for l, (W, _) in enumerate(pairs):
+            packed.pack(np.ascontiguousarray(W, dtype), self.packed[at[l]:at[l] + packed.packed_size(*W.shape, dtype)])
         self.acts = np.asarray(acts, np.int64)
         self.prox_at, self.l1, self.nonneg = int(prox_at), float(l1), bool(nonneg)
         self.n_in, self.n_out = int(self.layout[0, 2]), int(self.layout[-1, 1])
@@ -205,17 +272,19 @@ def _body(program, c_abi):
     if isinstance(program, _Chain):
         params, layout, acts = program.params, program.layout, program.acts
         prox, l1 = np.array([program.prox_at, int(program.nonneg)], np.int64), program.l1
+        packed_w, packed_at = program.packed, program.packed_at
 
+        # one thread: a host calling from many threads, or from a forked child, needs no pool
         def run(x, out):
-            chain_into(params, layout, acts, prox, l1, x, out)
+            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
 
         def c_run(x_ptr, n_rows, out_ptr):
             if n_rows < 0:
                 return BAD_ROWS
             if _is_null(x_ptr) or _is_null(out_ptr):
                 return NULL_POINTER
-            chain_into(params, layout, acts, prox, l1, numba.carray(x_ptr, (n_rows, n_in)),
-                       numba.carray(out_ptr, (n_rows, n_out)))
+            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False,
+                       numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out)))
             return OK
     elif isinstance(program, _Affine):
         M, shift, add = program.M, program.shift, program.add

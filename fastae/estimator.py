@@ -488,25 +488,36 @@ class NeuralEstimator(Estimator):
 
     inverse_transform = decode
 
-    def reconstruct(self, X: ArrayLike) -> np.ndarray:
-        """decode(transform(X)): (n, D).
+    def reconstruct(self, X: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """decode(transform(X)): (n, D), the whole network in one compiled call per chunk of rows
+        on the cpu backend.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Rows to reconstruct.
+        out : ndarray of shape (n_samples, n_features), default=None
+            A preallocated C-contiguous result of the model's dtype and backend.
 
         Returns
         -------
         ndarray of shape (n_samples, n_features)
-            The reconstructions.
+            The reconstructions (``out`` when given; a lazy dask array for dask input).
 
         Raises
         ------
         NotFittedError
             If the model is not fitted.
+        ValueError
+            If `X` has the wrong number of features or holds NaN/inf, or `out` does not fit.
         """
-        return self.decode(self.transform(X))
+        state = self._state()
+        if dask_support.is_dask(X):
+            if out is not None:
+                raise TypeError("out= cannot be used with a dask array: the result is a lazy dask array")
+            return self.decode(self.transform(X))
+        n = state.spec.n_features
+        return self._apply(state, "reconstruct", X, "X", n, n, out, finite_checked_later=state.chains)
 
     def _objective(self, X, **kwargs):
         state = self._state()

@@ -148,6 +148,7 @@ class FittedModel:
         state = dict(self.__dict__)
         del state["_local"], state["xp"]  # per-thread workspaces and modules are not part of the model
         state.pop("_engine", None)
+        state.pop("_chains", None)
         return state
 
     def __setstate__(self, state):
@@ -221,8 +222,45 @@ class FittedModel:
             run(x, work, plan, result[start:start + x.shape[0]])
         return result
 
+    # ---- inference on the cpu backend: one compiled call over packed weights (compiled.chain_into)
+    @property
+    def chains(self):
+        """Whether encode, mean, decode and reconstruct run as chains of packed layers."""
+        return self.backend == "cpu"
+
+    def _chain(self, part):
+        """The layers of one part, with packed weights: built once per fitted state."""
+        try:
+            chains = self._chains
+        except AttributeError:
+            chains = self._chains = {}
+        chain = chains.get(part)
+        if chain is None:
+            from . import compiled
+            if part == "heads":  # a VAE's trunk and its fused [mu | logvar] layer
+                split = len(self.spec.hidden)
+                acts = [int(a) for a in self.net.acts[:split]] + [LINEAR]
+                chain = compiled._Chain([self.net.layer(l, self.params) for l in range(split + 1)], acts, self.dtype)
+            else:
+                chain = compiled._program(self, part)[0]
+            chains[part] = chain
+        return chain
+
+    def run_chain(self, part, X, out=None):
+        """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out."""
+        from . import compiled
+        chain = self._chain(part)
+        result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
+        prox = np.array([chain.prox_at, int(chain.nonneg)], np.int64)
+        if not compiled.chain_into(chain.params, chain.layout, chain.acts, prox, chain.l1, chain.packed,
+                                   chain.packed_at, compiled.pool_threads(), True, X, result):
+            raise ValueError("X contains NaN or infinity")
+        return result
+
     def encode(self, X, out=None):
         """Autoencoder codes (n, code)."""
+        if self.chains:
+            return self.run_chain("encode", X, out)
         n = X.shape[0]
         if n <= CHUNK:  # the latency path: one compiled call, no closures
             result = self.xp.empty((n, self._code_width), self.dtype) if out is None else out
@@ -249,6 +287,10 @@ class FittedModel:
         """VAE (mu, logvar) of q(z|x), each (n, latent)."""
         eng, net, cfg, k = self.engine, self.net, self._inference_config, self.spec.width
         n = X.shape[0]
+        if self.chains:  # mu as transform computes it, bit for bit
+            both = self.run_chain("heads", X)
+            return both[:, :k].copy() if mu is None else _put(mu, both[:, :k]), \
+                both[:, k:].copy() if logvar is None else _put(logvar, both[:, k:])
         mu = self.xp.empty((n, k), self.dtype) if mu is None else mu
         logvar = self.xp.empty((n, k), self.dtype) if logvar is None else logvar
         rows = min(n, CHUNK)
@@ -262,10 +304,20 @@ class FittedModel:
 
     def mean(self, X, out=None):
         """VAE mu, (n, latent)."""
+        if self.chains:
+            return self.run_chain("encode", X, out)
         return self.heads(X, out)[0]
+
+    def reconstruct(self, X, out=None):
+        """decode(encode(X)) (a VAE's: decode(mu)), (n, D)."""
+        if self.chains:
+            return self.run_chain("reconstruct", X, out)
+        return self.decode(self.mean(X) if self.spec.is_vae else self.encode(X), out)
 
     def decode(self, Z, out=None):
         """The layers after the code on Z (n, code or latent): (n, D)."""
+        if self.chains:
+            return self.run_chain("decode", Z, out)
         eng, net = self.engine, self.net
         first = len(self.spec.hidden) + 1
         return self._chunks(Z, self.spec.n_features, out, lambda z, work, plan, r: eng.layers_into(
@@ -303,6 +355,11 @@ class FittedModel:
         else:
             eng.ae_pass(*args)
         return (values, grads) if with_grads else values
+
+
+def _put(out, values):
+    out[...] = values
+    return out
 
 
 def _chunk_seed(seed, chunk):

@@ -1,0 +1,84 @@
+"""The packed-weight inference kernels (fastae.kernels.packed) and the chains built on them."""
+import numpy as np
+import pytest
+
+import fastae
+from fastae.kernels import packed, reference
+from fastae.kernels.elementwise import ACTIVATIONS
+
+SHAPES = [(1, 3, 1), (3, 17, 5), (17, 129, 64), (5, 64, 65), (4, 1, 129), (9, 200, 3)]
+
+
+def _packed(W):
+    Wp = np.empty(packed.packed_size(*W.shape, W.dtype), W.dtype)
+    packed.pack(W, Wp)
+    return Wp
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+@pytest.mark.parametrize("n,k,m", SHAPES)
+def test_packed_forward_equals_reference(rng, dtype, act, n, k, m):
+    x = rng.standard_normal((n, k)).astype(dtype)
+    W = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    want = reference.affine_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64), act)
+    Wp = _packed(W)
+    got = np.full((n, m), np.nan, dtype)
+    packed.affine_forward(x, Wp, b, ACTIVATIONS[act], got)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.sqrt(k))
+    both = np.full((n, m), np.nan, dtype)
+    packed.affine_forward_parallel(x, Wp, b, ACTIVATIONS[act], both, 2)
+    np.testing.assert_array_equal(both, got)  # the split between threads changes nothing
+
+
+def test_a_row_gives_the_same_bits_in_any_batch(rng):
+    """Each output is one multiply-add chain over the inputs in order: a row's result does not
+    depend on the rows beside it (register tiles of 4 rows and single rows agree)."""
+    x = rng.standard_normal((11, 50)).astype(np.float32)
+    W = rng.standard_normal((70, 50)).astype(np.float32)
+    b = np.zeros(70, np.float32)
+    Wp = _packed(W)
+    whole = np.empty((11, 70), np.float32)
+    packed.affine_forward(x, Wp, b, 3, whole)
+    for i in range(11):
+        one = np.empty((1, 70), np.float32)
+        packed.affine_forward(x[i:i + 1], Wp, b, 3, one)
+        np.testing.assert_array_equal(one[0], whole[i])
+
+
+def test_packing_layout_and_padding(rng):
+    W = rng.standard_normal((70, 3))
+    Wp = _packed(W)  # float64: panels of 32 outputs, 3 panels, zero past 70
+    assert Wp.size == 3 * 32 * 3
+    panels = Wp.reshape(3, 3, 32)
+    np.testing.assert_array_equal(panels[1, 2, :5], W[32:37, 2])
+    assert not panels[2, :, 6:].any()
+
+
+@pytest.mark.parametrize("bad", ["x", "b", "out", "Wp"])
+def test_shapes_are_checked_before_anything_is_written(rng, bad):
+    x, W, b = rng.standard_normal((4, 5)), rng.standard_normal((6, 5)), np.zeros(6)
+    Wp, out = _packed(W), np.full((4, 6), 7.0)
+    args = dict(x=x, Wp=Wp, b=b, out=out)
+    args[bad] = {"x": x[:, :4].copy(), "b": b[:5].copy(), "out": np.full((4, 5), 7.0), "Wp": Wp[:-1].copy()}[bad]
+    for kernel in (packed.affine_forward, lambda *a: packed.affine_forward_parallel(*a, 2)):
+        with pytest.raises(ValueError, match="shapes"):
+            kernel(args["x"], args["Wp"], args["b"], 0, args["out"])
+        assert (args["out"] == 7.0).all()
+
+
+@pytest.mark.parametrize("rows", [1, 5, 64, 65, 300])
+def test_chain_inference_equals_the_numpy_backend(rng, rows):
+    """transform, decode and reconstruct on the cpu backend (packed kernels up to 64 rows, BLAS
+    beyond) against the numpy backend's engine, which shares no code with them."""
+    X = rng.uniform(size=(300, 20))
+    kw = dict(hidden=(33, 17), code=5, l1=0.01, epochs=1, batch_size=50, seed=0, dtype="float64")
+    cpu = fastae.Autoencoder(**kw).fit(X)
+    ref = fastae.Autoencoder(**kw, backend="numpy").fit(X)
+    x = X[:rows]
+    for method in ("transform", "reconstruct"):
+        np.testing.assert_allclose(getattr(cpu, method)(x), getattr(ref, method)(x), rtol=1e-10, atol=1e-12)
+    codes = ref.transform(x)
+    np.testing.assert_allclose(cpu.decode(codes), ref.decode(codes), rtol=1e-10, atol=1e-12)
