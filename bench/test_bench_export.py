@@ -1,56 +1,93 @@
-"""Encoder latency through each way out of Python: `transform` (its fastest path, `out=`), the
-function from `model.compiled()` (called from Python with a preallocated result), and ONNX Runtime
-running the file from `model.to_onnx()` (a session with intra_op_num_threads = the thread count).
-The digits net (64-32-16-8) and the 784-512-256-32 encoder at 1, 16 and 256 rows, float32."""
+"""Inference: encode and reconstruct through every way fastae offers, beside its peers.
+
+One group per part, net, row count and thread count, float32. Contenders:
+
+- `numpy`: the model on the numpy backend (`transform` / `reconstruct`), the baseline;
+- `cpu`: `transform(x)` / `reconstruct(x)` on the cpu backend (fresh results); `cuda` likewise
+  when a GPU is usable;
+- `cpu_out`: the same with preallocated results, `transform(x, out=)` / `reconstruct(x, out=)`;
+- `compiled`: the function `model.compiled(part)` returns, called from Python with a
+  preallocated result;
+- peers (skipped when not installed): `onnxruntime`, a session on the file `model.to_onnx(path,
+  part=part)` writes; `torch`, the same layers in eager PyTorch under `torch.inference_mode()`.
+
+The digits net (64-32-16-8) and the 784-512-256-32 encoder at 1, 16 and 256 rows; the whole
+autoencoders (reconstruct) at 1, 16 and 256 rows (784) and 1 and 16 rows (digits).
+"""
 import numpy as np
 import pytest
 
-from conftest import assert_same
+from conftest import BIG_NET, DIGITS_NET, assert_same, contenders, group
+from peers import import_torch, onnx_session, torch_inference
 import fastae
 
 BIG = dict(hidden=(512, 256), code=32, output_activation="sigmoid", loss="bce")
 DIGITS = dict(hidden=(32, 16), code=8, output_activation="sigmoid", loss="bce")
-IMPLS = ["transform", "compiled", "onnxruntime"]
+IMPLS = contenders("cpu_out", "compiled", "onnxruntime", "torch")
 
 _models = {}
 
 
-def _model(net):
-    """One fitted cpu model per net for the whole file (compiled() is cached on its fitted state)."""
-    if net not in _models:
-        config, d = (BIG, 784) if net.startswith("784") else (DIGITS, 64)
+def _model(d, backend="cpu"):
+    """One fitted model per input width d for the whole file (compiled() is cached on its fitted
+    state); the other backends' models hold the very same weights."""
+    config = BIG if d == 784 else DIGITS
+    if (d, "cpu") not in _models:
         X = np.random.default_rng(0).uniform(size=(64, d)).astype(np.float32)
-        _models[net] = fastae.Autoencoder(**config, batch_size=64, epochs=1, seed=0, backend="cpu").fit(X)
-    return _models[net]
+        _models[d, "cpu"] = fastae.Autoencoder(**config, batch_size=64, epochs=1, seed=0, backend="cpu").fit(X)
+    if (d, backend) not in _models:
+        _models[d, backend] = fastae.Autoencoder(**config, backend=backend).set_weights(_models[d, "cpu"].get_weights())
+    return _models[d, backend]
+
+
+def _contender(impl, part, threads, tmp_path, x):
+    """f(rows) -> result, for one contender and part, built outside the timing."""
+    d = x.shape[1]
+    model = _model(d, "cpu")
+    if impl in ("numpy", "cpu", "cuda"):
+        other = _model(d, impl)
+        return other.transform if part == "encode" else other.reconstruct
+    if impl == "cpu_out":
+        code = np.empty_like(model.transform(x))
+        if part == "encode":
+            return lambda rows: model.transform(rows, out=code)
+        rec = np.empty_like(x)
+        return lambda rows: model.reconstruct(rows, out=rec)
+    if impl == "compiled":
+        f = model.compiled(part)
+        out = np.empty_like(model.transform(x) if part == "encode" else model.reconstruct(x))
+
+        def run(rows):
+            f(rows, out)
+            return out
+        return run
+    if impl == "onnxruntime":
+        session = onnx_session(model, part, threads, tmp_path)
+        return lambda rows: session.run(None, {"input": rows})[0]
+    if impl == "torch":
+        return torch_inference(import_torch(threads), model, part)
+    raise ValueError(impl)
+
+
+def _inference(benchmark, threads, impl, part, net, rows, tmp_path):
+    d = int(net.split("-")[0])
+    x = np.random.default_rng(1).uniform(size=(rows, d)).astype(np.float32)
+    f = _contender(impl, part, threads, tmp_path, x)
+    ref = _model(d, "numpy")
+    want = ref.transform(x) if part == "encode" else ref.reconstruct(x)
+    assert_same(np.asarray(f(x)), want, rtol=1e-4)
+    benchmark.group = group(f"{part} {net} {rows} rows f32", threads)
+    benchmark(f, x)
 
 
 @pytest.mark.parametrize("rows", [1, 16, 256])
 @pytest.mark.parametrize("net", ["64-32-16-8", "784-512-256-32"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_encoder_latency(benchmark, threads, impl, net, rows, tmp_path):
-    model = _model(net)
-    d = model.n_features_in_
-    x = np.random.default_rng(1).uniform(size=(rows, d)).astype(np.float32)
-    want = model.transform(x)
-    out = np.empty_like(want)
-    benchmark.group = f"encoder {net} {rows} rows f32 {threads}thr: transform / compiled / onnxruntime"
-    if impl == "transform":
-        assert_same(model.transform(x, out=out), want, rtol=1e-6)
-        benchmark(model.transform, x, out=out)
-    elif impl == "compiled":
-        f = model.compiled("encode")
-        f(x, out)
-        assert_same(out, want, rtol=1e-6)
-        benchmark(f, x, out)
-    else:
-        ort = pytest.importorskip("onnxruntime")
-        pytest.importorskip("onnx")
-        path = tmp_path / "encoder.onnx"
-        model.to_onnx(path, part="encode")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {"input": x}
-        assert_same(session.run(None, feed)[0], want, rtol=1e-5)
-        benchmark(session.run, None, feed)
+def test_encode(benchmark, threads, impl, net, rows, tmp_path):
+    _inference(benchmark, threads, impl, "encode", net, rows, tmp_path)
+
+
+@pytest.mark.parametrize("net,rows", [(BIG_NET, 1), (BIG_NET, 16), (BIG_NET, 256), (DIGITS_NET, 1), (DIGITS_NET, 16)])
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reconstruct(benchmark, threads, impl, net, rows, tmp_path):
+    _inference(benchmark, threads, impl, "reconstruct", net, rows, tmp_path)

@@ -1,10 +1,13 @@
-"""Kernel benchmarks against the naive NumPy reference, each validated before it is timed."""
+"""Kernel benchmarks against the naive NumPy reference, each validated before it is timed; floors
+(the BLAS calls alone, or a NumPy copy moving the same bytes), and for the reparam step its peers
+(PyTorch, NumPy with Generator noise)."""
 import numba
 import numpy as np
 import pytest
 
-from conftest import assert_same, contenders
+from conftest import assert_same, contenders, group
 from fastae import kernels
+from peers import import_torch
 
 
 @numba.njit(nogil=True, cache=True)
@@ -28,7 +31,7 @@ def test_affine_forward_backward(benchmark, threads, impl, rows):
     W = rng.standard_normal((512, 784), dtype=np.float32) * 0.05
     b = rng.standard_normal(512, dtype=np.float32)
     dy = rng.standard_normal((rows, 512), dtype=np.float32)
-    benchmark.group = f"affine fwd+bwd {rows}x784->512 relu f32 {threads}thr"
+    benchmark.group = group(f"affine fwd+bwd {rows}x784->512 relu f32", threads)
     y, dx, dW, db = np.empty((rows, 512), np.float32), np.empty_like(x), np.empty_like(W), np.empty_like(b)
     if impl == "floor":  # preallocated outputs, like cpu_out
         benchmark(_gemms_alone, x, W, dy, y, dx, dW)
@@ -38,11 +41,23 @@ def test_affine_forward_backward(benchmark, threads, impl, rows):
     benchmark(_affine_step, *args)
 
 
-@pytest.mark.parametrize("impl", contenders())
+@pytest.mark.parametrize("impl", contenders("cpu_out", "floor"))
 def test_l1_prox(benchmark, threads, impl):
+    """Soft-thresholding of 4096x512: memory bound, so its floor is a copy of the same size
+    (np.copyto into a preallocated array: 8 MB read, 8 MB written); cpu_out writes into a
+    preallocated result like the floor."""
     h = np.random.default_rng(1).standard_normal((4096, 512), dtype=np.float32)
-    benchmark.group = f"l1_prox 4096x512 f32 {threads}thr"
-    assert_same(kernels.l1_prox(h, 0.5, backend=impl), kernels.l1_prox(h, 0.5, backend="numpy"))
+    out = np.empty_like(h)
+    benchmark.group = group("l1_prox 4096x512 f32", threads)
+    if impl == "floor":
+        benchmark(np.copyto, out, h)
+        return
+    want = kernels.l1_prox(h, 0.5, backend="numpy")
+    if impl == "cpu_out":
+        assert_same(kernels.l1_prox(h, 0.5, backend="cpu", out=out), want)
+        benchmark(kernels.l1_prox, h, 0.5, backend="cpu", out=out)
+        return
+    assert_same(kernels.l1_prox(h, 0.5, backend=impl), want)
     benchmark(kernels.l1_prox, h, 0.5, backend=impl)
 
 
@@ -58,13 +73,45 @@ def _reparam_numpy_rng(mu, logvar, dz):
     return (z, kl) + kernels.reparam_backward(dz, mu, logvar, eps, backend="numpy")
 
 
-@pytest.mark.parametrize("impl", contenders("numpy_rng"))
-def test_reparam_forward_backward(benchmark, threads, impl):
+def _reparam_torch(torch, mu, logvar, dz):
+    """The same step in eager PyTorch: z = mu + exp(logvar / 2) * eps with torch.randn noise, the
+    per-row KL, and autograd's (dmu, dlogvar) of sum(dz * z) + sum(kl). step(eps=None): fresh
+    noise, or the given eps (to check it against the reference)."""
+    mu_t, lv_t = (torch.from_numpy(a).requires_grad_() for a in (mu, logvar))
+    dz_t, ones = torch.from_numpy(dz), torch.ones(mu.shape[0])
+
+    def step(eps=None):
+        eps = torch.randn(mu.shape) if eps is None else torch.from_numpy(eps)
+        z = mu_t + torch.exp(0.5 * lv_t) * eps
+        kl = -0.5 * torch.sum(1 + lv_t - mu_t * mu_t - torch.exp(lv_t), dim=1)
+        dmu, dlv = torch.autograd.grad((z, kl), (mu_t, lv_t), (dz_t, ones))
+        return z, kl, dmu, dlv
+    return step
+
+
+@pytest.mark.parametrize("shape", [(4096, 64), (256, 20)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("impl", contenders("numpy_rng", "torch", "floor"))
+def test_reparam_forward_backward(benchmark, threads, impl, shape):
+    """The VAE's sampling and KL step and its backward. Floor: the bytes it moves (forward: mu and
+    logvar in, z out; backward: dz, mu and logvar in, dmu and dlogvar out: 5 arrays read, 3
+    written) as one NumPy copy of 4 arrays into a preallocated one."""
     rng = np.random.default_rng(2)
-    mu, logvar, dz = (rng.standard_normal((4096, 64), dtype=np.float32) for _ in range(3))
-    benchmark.group = f"reparam fwd+bwd 4096x64 in-kernel noise f32 {threads}thr"
+    mu, logvar, dz = (rng.standard_normal(shape, dtype=np.float32) for _ in range(3))
+    benchmark.group = group(f"reparam fwd+bwd {shape[0]}x{shape[1]} in-kernel noise f32", threads)
+    if impl == "floor":
+        src = rng.standard_normal((4,) + shape, dtype=np.float32)
+        benchmark(np.copyto, np.empty_like(src), src)
+        return
     if impl == "numpy_rng":
         benchmark(_reparam_numpy_rng, mu, logvar, dz)
+        return
+    if impl == "torch":
+        step = _reparam_torch(import_torch(threads), mu, logvar, dz)
+        eps = rng.standard_normal(shape, dtype=np.float32)
+        want = kernels.reparam_forward(mu, logvar, eps, backend="numpy")
+        want += kernels.reparam_backward(dz, mu, logvar, eps, backend="numpy")
+        assert_same(tuple(t.detach().numpy() for t in step(eps)), want)
+        benchmark(step)
         return
     assert_same(_reparam_step(impl, mu, logvar, dz), _reparam_step("numpy", mu, logvar, dz))
     benchmark(_reparam_step, impl, mu, logvar, dz)
@@ -81,7 +128,7 @@ def test_adam_step(benchmark, threads, impl):
         kernels.adam_step(p, grad, m, v, step=1, backend=b)
     assert_same(tuple(state[impl]), tuple(state["numpy"]))
     p, m, v = state[impl]
-    benchmark.group = f"adam step 1M params f32 {threads}thr"
+    benchmark.group = group("adam step 1M params f32", threads)
     benchmark(kernels.adam_step, p, grad, m, v, step=2, backend=impl)
 
 
@@ -92,6 +139,6 @@ def test_loss(benchmark, threads, impl, loss):
     pred = rng.standard_normal((256, 784), dtype=np.float32) * 4
     target = rng.uniform(size=(256, 784)).astype(np.float32)
     fn = getattr(kernels, loss)
-    benchmark.group = f"{loss} value+grad 256x784 f32 {threads}thr"
+    benchmark.group = group(f"{loss} value+grad 256x784 f32", threads)
     assert_same(fn(pred, target, backend=impl), fn(pred, target, backend="numpy"))
     benchmark(fn, pred, target, backend=impl)

@@ -160,23 +160,25 @@ def pool_threads():
     several threads at once (omp, tbb), else 1. Numba's workqueue layer aborts the process on
     concurrent entry, and GNU OpenMP does in a child forked after the parent used it, so those
     get one thread."""
-    ok = _pool.get("ok")
-    if ok is None:
-        ok = _pool["ok"] = _threadsafe_layer()
-    return numba.get_num_threads() if ok else 1
+    count = _pool.get("count")
+    if count is None:
+        count = _pool["count"] = _threadsafe_count()
+    return count() if count is not None and _pool.get("ok", True) else 1
 
 
-def _threadsafe_layer():
+def _threadsafe_count():
+    """numba.get_num_threads without its checks (0.07 us instead of 0.6: this is on the
+    latency path), once the pool is launched; None where the layer is not thread-safe."""
     try:
         from numba.np.ufunc import parallel
         parallel._launch_threads()
-        return numba.threading_layer() in ("omp", "tbb")
+        return parallel._get_num_threads if numba.threading_layer() in ("omp", "tbb") else None
     except Exception:  # no threading layer at all: serial
-        return False
+        return None
 
 
 def _after_fork_in_child():
-    if _pool.get("ok") and numba.threading_layer() == "omp":
+    if _pool.get("count") is not None and numba.threading_layer() == "omp":
         _pool["ok"] = False
 
 
@@ -211,6 +213,7 @@ class _Chain:
             packed.pack(np.ascontiguousarray(W, dtype), self.packed[at[l]:at[l] + packed.packed_size(*W.shape, dtype)])
         self.acts = np.asarray(acts, np.int64)
         self.prox_at, self.l1, self.nonneg = int(prox_at), float(l1), bool(nonneg)
+        self.prox = np.array([self.prox_at, int(self.nonneg)], np.int64)
         self.n_in, self.n_out = int(self.layout[0, 2]), int(self.layout[-1, 1])
 
 
@@ -271,7 +274,7 @@ def _body(program, c_abi):
     n_in, n_out = program.n_in, program.n_out
     if isinstance(program, _Chain):
         params, layout, acts = program.params, program.layout, program.acts
-        prox, l1 = np.array([program.prox_at, int(program.nonneg)], np.int64), program.l1
+        prox, l1 = program.prox, program.l1
         packed_w, packed_at = program.packed, program.packed_at
 
         # one thread: a host calling from many threads, or from a forked child, needs no pool

@@ -470,13 +470,16 @@ class _Deferred:
     """Entry points that switch from Python to compiled code once the compiled code is ready."""
 
     def __init__(self, compiled, python, dtype):
+        from . import compiled as chains
         self._compiled, self._python, self._dtype = compiled, python, dtype
         self._process, self._looked = None, set()
         for name in ENTRY_POINTS:
-            setattr(self, name, self._entry(name))
+            setattr(self, name, self._entry(name, getattr(compiled, name), getattr(python, name)))
+        # cpu inference (compiled.chain_into) likewise; run in Python it keeps to one thread (the
+        # same results) so as not to compile the parallel kernel in this process either
+        self.chain_into = self._entry("chain_into", chains.chain_into, _one_thread(chains.chain_into.py_func))
 
-    def _entry(self, name):
-        jitted, python = getattr(self._compiled, name), getattr(self._python, name)
+    def _entry(self, name, jitted, python):
 
         def call(*args):
             if self._ready(name, jitted, args):
@@ -500,6 +503,12 @@ class _Deferred:
             return False
         # done: load what it compiled (or, had it failed, compile here)
         return status != 0 or jit.load_cached(jitted, args) or True
+
+
+def _one_thread(chain_into):
+    def call(params, layout, acts, prox, l1, packed_w, packed_at, threads, check, x, out):
+        return chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, check, x, out)
+    return call
 
 
 def _start_precompile(dtype):

@@ -454,7 +454,9 @@ class NeuralEstimator(Estimator):
             result = getattr(state, method)(Xc, *args, None)
             return result if state.xp is np else self._as_caller(state, result, X)
         target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
-        if any(isinstance(a, state.xp.ndarray) and state.xp.may_share_memory(target, a) for a in (X, Xc)):
+        xp = state.xp
+        if xp.may_share_memory(target, Xc) or (X is not Xc and isinstance(X, xp.ndarray)
+                                               and xp.may_share_memory(target, X)):
             raise ValueError(f"out must not overlap {name}")
         getattr(state, method)(Xc, *args, target)
         return out

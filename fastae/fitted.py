@@ -248,12 +248,12 @@ class FittedModel:
 
     def run_chain(self, part, X, out=None):
         """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out."""
-        from . import compiled
+        from .compiled import chain_into, pool_threads
+        chain_into = getattr(self.engine, "chain_into", chain_into)  # deferred until compiled
         chain = self._chain(part)
         result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
-        prox = np.array([chain.prox_at, int(chain.nonneg)], np.int64)
-        if not compiled.chain_into(chain.params, chain.layout, chain.acts, prox, chain.l1, chain.packed,
-                                   chain.packed_at, compiled.pool_threads(), True, X, result):
+        if not chain_into(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed,
+                          chain.packed_at, pool_threads(), True, X, result):
             raise ValueError("X contains NaN or infinity")
         return result
 

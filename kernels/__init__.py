@@ -10,6 +10,7 @@ returns arrays of the input dtype and array type.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Literal, Optional
 
@@ -227,16 +228,68 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
 
 def _reparam_inputs(backend, specs, eps, seed):
     """Checked arrays for the reparameterization ops; eps (explicit, or a placeholder that is never
-    read when the noise comes from `seed`) is last."""
+    read when the noise comes from `seed`) is last. The cpu kernels find NaN and inf themselves, in
+    their own pass (`_kernel_found_nonfinite`); they write only to arrays allocated here."""
     if eps is not None:
         specs = specs + [("eps", eps)]
-    name, impl, arrays, dtype, host = _prepare(backend, specs[0][1], [(n, a, 2) for n, a in specs])
+    given = [a for _, a in specs]
+    name = _backend.resolve(backend, given[0])
+    if name == "cpu" and _kernel_ready(given):
+        arrays, dtype, host = given, given[0].dtype, False
+    else:
+        arrays, dtype, host = _checks.arrays(name, [(n, a, 2) for n, a in specs], check_finite=name != "cpu")
     for (arg, _), a in zip(specs[1:], arrays[1:]):
-        _checks.same_shape(specs[0][0], arrays[0], **{arg: a})
+        if a.shape != arrays[0].shape:
+            _checks.same_shape(specs[0][0], arrays[0], **{arg: a})
+    names = [n for n, _ in specs]
     key = np.uint64(0) if eps is not None else _ew.noise_key(seed)
     if eps is None:
         arrays.append(arrays[0])
-    return name, impl, arrays, dtype, host, key
+    return name, _backend.module(name), arrays, dtype, host, key, names
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kernel_ready(arrays):
+    """Whether `checks.arrays` would hand these to the cpu kernels unchanged (base-class ndarrays,
+    2-D, non-empty, C-contiguous, aligned, writeable, of one native float32 or float64 dtype): the
+    common case, told by a few attribute reads instead of the conversion pass (~4 us a call)."""
+    if any(type(a) is not np.ndarray for a in arrays) or arrays[0].dtype not in _FLOATS:
+        return False
+    for a in arrays:
+        flags = a.flags
+        if (a.dtype != arrays[0].dtype or a.ndim != 2 or a.size == 0 or not flags.c_contiguous
+                or not flags.aligned or not flags.writeable):
+            return False
+    return True
+
+
+# Entries of the cpu kernels' scratch: chunks of ~2K elements (their noise and KL terms stay in L1);
+# a smaller scratch (3K + 2, the least the kernels take) means a chunk per row or two.
+_REPARAM_SCRATCH = 4098
+_reparam_scratches = threading.local()
+
+
+def _reparam_scratch(name, k, dtype):
+    """The cpu kernels' scratch, reused from call to call; one per thread, as the kernels run in
+    parallel threads. The cuda kernels take none."""
+    if name != "cpu":
+        return None
+    size = max(3 * k + 2, _REPARAM_SCRATCH)
+    scratch = _reparam_scratches.__dict__.get(dtype.char)
+    if scratch is None or scratch.size < size:
+        scratch = _reparam_scratches.__dict__[dtype.char] = np.empty(size, dtype)
+    return scratch
+
+
+def _kernel_found_nonfinite(names, arrays):
+    """The error of the input check the cpu kernel did in its pass: the first input with NaN or
+    inf, named as `checks.arrays` names it."""
+    for arg, a in zip(names, arrays):
+        if not np.isfinite(a).all():
+            return ValueError(f"{arg} contains NaN or infinity")
+    return ValueError("an input contains NaN or infinity")
 
 
 def reparam_forward(mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = None, *,
@@ -275,13 +328,15 @@ def reparam_forward(mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = No
     """
     seed = None if eps is not None else _checks.seed(seed)
     has_eps = eps is not None
-    name, impl, (mu, logvar, eps), dtype, host, key = _reparam_inputs(
+    name, impl, (mu, logvar, eps), dtype, host, key, names = _reparam_inputs(
         backend, [("mu", mu), ("logvar", logvar)], eps, seed)
     if name == "numpy":
         return _to_host(host, *impl.reparam_forward(mu, logvar, eps if has_eps else None, seed))
     xp = _backend.array_module(name)
     z, kl = xp.empty_like(mu), xp.empty(mu.shape[0], dtype)
-    impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl, xp.empty(3 * mu.shape[1] + 2, dtype))
+    if impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl,
+                            _reparam_scratch(name, mu.shape[1], dtype)) is False:
+        raise _kernel_found_nonfinite(names, (mu, logvar, eps))
     return _to_host(host, z, kl)
 
 
@@ -327,13 +382,15 @@ def reparam_backward(dz: ArrayLike, mu: ArrayLike, logvar: ArrayLike, eps: Array
         raise ValueError("seed is required when eps is None: it regenerates the forward pass's noise")
     seed = None if eps is not None else _checks.seed(seed)
     has_eps = eps is not None
-    name, impl, (dz, mu, logvar, eps), dtype, host, key = _reparam_inputs(
+    name, impl, (dz, mu, logvar, eps), dtype, host, key, names = _reparam_inputs(
         backend, [("dz", dz), ("mu", mu), ("logvar", logvar)], eps, seed)
     if name == "numpy":
         return _to_host(host, *impl.reparam_backward(dz, mu, logvar, eps if has_eps else None, beta, seed))
     xp = _backend.array_module(name)
     dmu, dlogvar = xp.empty_like(mu), xp.empty_like(mu)
-    impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, xp.empty(3 * mu.shape[1] + 2, dtype))
+    if impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar,
+                             _reparam_scratch(name, mu.shape[1], dtype)) is False:
+        raise _kernel_found_nonfinite(names, (dz, mu, logvar, eps))
     return _to_host(host, dmu, dlogvar)
 
 

@@ -14,10 +14,12 @@ from . import elementwise as ew
 from .jit import cpu_jit
 
 jit = cpu_jit
-_ew = ew.compiled(cpu_jit(inline="always"),
-                  {name: getattr(cpu_math, name) for name in ("exp", "log", "log1p", "sincos")})
+# log and sincos_small in the precision of their argument: the noise of float32 data is drawn in
+# float32 (twice the SIMD lanes)
+_ew = ew.compiled(cpu_jit(inline="always"), {"exp": cpu_math.exp, "log1p": cpu_math.log1p,
+                                              "log": cpu_math.log_in, "sincos_small": cpu_math.sincos_small_in})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
-normal_pair, normal_at, uniform_at = _ew.normal_pair, _ew.normal_at, _ew.uniform_at
+box_muller, mix64, normal_at, uniform_at = _ew.box_muller, _ew.mix64, _ew.normal_at, _ew.uniform_at
 bce_with_logits = _ew.bce_with_logits
 exp = cpu_math.exp
 LINEAR = ew.LINEAR
@@ -153,54 +155,89 @@ def _exp_like(x):
     return lambda x: cpu_math.exp(x)
 
 
-@jit
-def noise_row(eps, has_eps, key, i, pairs, out):
-    """Row i of the noise into `out` (in the data dtype, like the reference): eps[i], or numbers
-    i * K .. i * K + K - 1 of the stream, drawn two at a time into `pairs` (K + 2 long)."""
-    k = out.size
-    if has_eps:
-        for j in range(k):
-            out[j] = eps[i, j]
-        return
-    start = i * k
-    offset = start & 1
-    first = start >> 1
-    for q in range((offset + k + 1) >> 1):
-        a, b = normal_pair(key, np.uint64(first + q))
-        pairs[2 * q] = a
-        pairs[2 * q + 1] = b
-    for j in range(k):
-        out[j] = pairs[offset + j]
+# The reparameterization kernels let LLVM fuse a * b + c into one FMA ("contract"): the exp and
+# Box-Muller polynomials (Horner steps) take half the instructions and round once, not twice.
+_GOLDEN = ew._GOLDEN
 
 
-@jit
+@cpu_jit(fastmath={"contract"})
+def draw_normals(key, start, count, buf):
+    """Numbers start .. start + count - 1 of the stream `key` into buf[off:off + count], in buf's
+    precision; returns off = start & 1 (pairs begin at even numbers). buf holds count + 2.
+
+    One branch-free loop over whole Box-Muller pairs, both halves kept: LLVM vectorizes it (a
+    pair's hash in 64-bit lanes, its log / sqrt / sincos in float32 or float64 lanes). The hash
+    input key + pair * golden (`elementwise.normal_pair`) steps by an add, not a 64-bit multiply."""
+    one = in_dtype_of(1.0, buf)
+    off = start & 1
+    x = key + np.uint64(start >> 1) * _GOLDEN
+    for q in range((off + count + 1) >> 1):
+        a, b = box_muller(mix64(x), one)
+        buf[2 * q] = a
+        buf[2 * q + 1] = b
+        x += _GOLDEN
+    return off
+
+
+@cpu_jit(fastmath={"contract"})
 def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
-    """`scratch`: 3K + 2 entries of the data dtype (KL terms, Box-Muller pairs, one noise row),
-    so that a training step allocates nothing."""
+    """z = mu + exp(logvar / 2) * eps and the per-row KL, over flat chunks of whole rows whose noise
+    is drawn into `scratch` (3K + 2 entries of the data dtype at least: a chunk's noise, then its
+    KL terms; a larger scratch takes more rows per chunk), so that a training step allocates
+    nothing. Returns False if mu, logvar or (has_eps) eps holds NaN or inf, checked in the same pass."""
     n, k = mu.shape
-    terms, pairs, noise = scratch[:k], scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
-    half = in_dtype_of(0.5, mu)
-    for i in range(n):
-        noise_row(eps, has_eps, key, i, pairs, noise)
-        for j in range(k):
-            m, lv = mu[i, j], logvar[i, j]
-            std = exp_like(half * lv)
-            z[i, j] = m + std * noise[j]
-            terms[j] = 1.0 + lv - m * m - std * std
-        kl[i] = -0.5 * row_sum(terms)
+    m, lv, e, zf = mu.reshape(-1), logvar.reshape(-1), eps.reshape(-1), z.reshape(-1)
+    room = (scratch.size - 2) // 2
+    rows = room // k
+    terms = room + 2  # where the chunk's KL terms start in scratch
+    half, one = in_dtype_of(0.5, mu), in_dtype_of(1.0, mu)
+    zero = one - one
+    bad = zero
+    for i0 in range(0, n, rows):
+        start, count = i0 * k, min(rows, n - i0) * k
+        src, off = e, start
+        if not has_eps:
+            src, off = scratch, draw_normals(key, start, count, scratch)
+        # views of the chunk, indexed from 0: Numba's negative-index wraparound on `start + t`
+        # would turn the loop's loads and stores into gathers and scatters
+        mc, lc, xc, zc = m[start:start + count], lv[start:start + count], src[off:off + count], zf[start:start + count]
+        tc = scratch[terms:terms + count]
+        for t in range(count):
+            a, b, x = mc[t], lc[t], xc[t]
+            std = exp_like(half * b)
+            zc[t] = a + std * x
+            tc[t] = one + b - a * a - std * std
+            bad = add_nonfinite(bad, a, b, x)
+        for r in range(count // k):
+            kl[i0 + r] = -0.5 * row_sum(tc[r * k:(r + 1) * k])
+    return bad == zero
 
 
-@jit
+@cpu_jit(fastmath={"contract"})
 def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch):
-    n, k = mu.shape
-    pairs, noise = scratch[k:2 * k + 2], scratch[2 * k + 2:3 * k + 2]
-    half = in_dtype_of(0.5, mu)
-    for i in range(n):
-        noise_row(eps, has_eps, key, i, pairs, noise)
-        for j in range(k):
-            std = exp_like(half * logvar[i, j])
-            dmu[i, j] = dz[i, j] + beta * mu[i, j]
-            dlogvar[i, j] = 0.5 * (dz[i, j] * noise[j] * std + beta * (std * std - 1.0))
+    """dmu and dlogvar of f(z) + beta * sum(kl), the noise regenerated chunk by chunk into
+    `scratch` (3K + 2 entries at least, as the forward). Returns False if dz, mu, logvar or
+    (has_eps) eps holds NaN or inf."""
+    g, m, lv, e = dz.reshape(-1), mu.reshape(-1), logvar.reshape(-1), eps.reshape(-1)
+    dm, dl = dmu.reshape(-1), dlogvar.reshape(-1)
+    chunk = (scratch.size - 2) & ~1
+    half, one, b = in_dtype_of(0.5, mu), in_dtype_of(1.0, mu), in_dtype_of(beta, mu)
+    zero = one - one
+    bad = zero
+    for start in range(0, m.size, chunk):
+        count = min(chunk, m.size - start)
+        src, off = e, start
+        if not has_eps:
+            src, off = scratch, draw_normals(key, start, count, scratch)
+        gc, mc, lc, xc = g[start:start + count], m[start:start + count], lv[start:start + count], src[off:off + count]
+        dmc, dlc = dm[start:start + count], dl[start:start + count]
+        for t in range(count):
+            d, a, l, x = gc[t], mc[t], lc[t], xc[t]
+            std = exp_like(half * l)
+            dmc[t] = d + b * a
+            dlc[t] = half * (d * x * std + b * (std * std - one))
+            bad = add_nonfinite(bad, d, a, l + x * zero)  # x * 0 is 0 unless x is NaN or inf
+    return bad == zero
 
 
 @jit

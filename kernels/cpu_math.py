@@ -5,14 +5,16 @@ fused loops several times slower than NumPy's SIMD ufuncs. These are branch-free
 (Cody-Waite range reduction + polynomials, relative error ~1e-16 over the ranges the kernels use)
 built on an int64 <-> float64 bit cast. exp and exp32 take any input and agree with np.exp at
 the extremes (inf, subnormals, 0, NaN); log, log1p and sincos take the domains their docstrings
-give. The GPU kernels use CUDA's own math.
+give. The float32 versions (exp32, log32, log1p32, sincos_small32) keep float32 data in float32
+(twice the SIMD lanes); log_in and sincos_small_in pick the version by argument type. The GPU
+kernels use CUDA's own math.
 """
 import math
 
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .jit import cpu_jit
 
@@ -100,6 +102,16 @@ def sincos(x):
     """(sin(x), cos(x)) by reduction to a multiple of pi/2 plus |a| <= pi/4 (for |x| up to ~1e6)."""
     q = math.floor(x * (2.0 / math.pi) + 0.5)
     a = (x - q * 1.5707963267341256) - q * 6.077100506506192e-11
+    s, c = sincos_small(a)
+    quadrant = np.int64(q) & 3  # sin(a + quadrant * pi / 2) is s, c, -s, -c; cos is c, -s, -c, s
+    sin_v = c if quadrant & 1 else s
+    cos_v = s if quadrant & 1 else c
+    return (-sin_v if quadrant & 2 else sin_v), (-cos_v if (quadrant + 1) & 2 else cos_v)
+
+
+@jit
+def sincos_small(a):
+    """(sin(a), cos(a)) of a float64 with |a| <= pi/4: Taylor polynomials, no reduction."""
     a2 = a * a
     c = 1.0 / 20922789888000.0
     for k in (-1.0 / 87178291200.0, 1.0 / 479001600.0, -1.0 / 3628800.0, 1.0 / 40320.0,
@@ -109,11 +121,7 @@ def sincos(x):
     for k in (-1.0 / 1307674368000.0, 1.0 / 6227020800.0, -1.0 / 39916800.0, 1.0 / 362880.0,
               -1.0 / 5040.0, 1.0 / 120.0, -1.0 / 6.0, 1.0):
         s = s * a2 + k
-    s = s * a
-    quadrant = np.int64(q) & 3  # sin(a + quadrant * pi / 2) is s, c, -s, -c; cos is c, -s, -c, s
-    sin_v = c if quadrant & 1 else s
-    cos_v = s if quadrant & 1 else c
-    return (-sin_v if quadrant & 2 else sin_v), (-cos_v if (quadrant + 1) & 2 else cos_v)
+    return s * a, c
 
 
 @jit
@@ -128,7 +136,15 @@ _LOG2E_32, _HALF_32, _ONE_32, _TWO_32, _ZERO_32 = _F32(_LOG2E), _F32(0.5), _F32(
 _LN2_HI_32, _LN2_LO_32 = _F32(0.693359375), _F32(-2.12194440e-4)
 _EXP_LO_32, _EXP_HI_32 = _F32(-104.0), _F32(89.0)  # just beyond where float32 exp is 0 / inf
 _EXP32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8, -1, -1))
+_MAGIC_32, _MAGIC_BITS_32, _BIAS_32 = _F32(12582912.0), np.int32(0x4B400000), np.int32(127)  # 1.5 * 2^23
 _ATANH32 = tuple(_F32(1.0 / k) for k in range(17, 0, -2))
+
+
+@intrinsic
+def _bits_from_float32(typingctx, value):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
 
 
 @intrinsic
@@ -143,15 +159,81 @@ def exp32(x):
     """exp of a float32 in float32 (relative error ~1e-7), as np.exp on float32 at the extremes:
     inf above ~88.72, subnormal below ~-87.3, 0 below ~-103.97, NaN for NaN (see `exp`)."""
     xc = min(max(x, _EXP_LO_32), _EXP_HI_32)
-    k = math.floor(xc * _LOG2E_32 + _HALF_32)
-    kf = _F32(k)
+    # k = xc log2(e) rounded to the nearest integer by adding 1.5 * 2^23: k lands in t's low
+    # mantissa bits, so it is read off t's bits in int32 lanes (no float <-> int64 conversions)
+    t = xc * _LOG2E_32 + _MAGIC_32
+    kf = t - _MAGIC_32
+    k = _bits_from_float32(t) - _MAGIC_BITS_32
     r = (xc - kf * _LN2_HI_32) - kf * _LN2_LO_32
     p = _EXP32[0]
     for c in _EXP32[1:]:
         p = p * r + c
-    k1 = k >> 1  # k in [-150, 129]: each half a normal float32 power of two
-    y = (p * _float32_from_bits(np.int32((k1 + 127) << 23))) * _float32_from_bits(np.int32((k - k1 + 127) << 23))
+    k1 = k >> 1  # k in [-150, 128]: each half a normal float32 power of two
+    y = (p * _float32_from_bits(np.int32((k1 + _BIAS_32) << 23))) * _float32_from_bits(np.int32((k - k1 + _BIAS_32) << 23))
     return y if x == x else x
+
+
+_SQRT_HALF_32 = _F32(math.sqrt(0.5))
+# Cephes logf's minimax polynomial: log(1 + f) = f - f^2 / 2 + f^3 P(f) for sqrt(1/2) - 1 <= f < sqrt(2) - 1
+_LOG32 = tuple(_F32(c) for c in (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                                 1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                                 3.3333331174e-1))
+_SIN32 = tuple(_F32(v) for v in (1 / 362880, -1 / 5040, 1 / 120, -1 / 6, 1.0))
+_COS32 = tuple(_F32(v) for v in (-1 / 3628800, 1 / 40320, -1 / 720, 1 / 24, -0.5, 1.0))
+
+
+@jit
+def log32(x):
+    """Natural log of a positive normal float32, in float32 (as `log`), without a division (a
+    vector division is slow): x = m 2^e with m in [sqrt(1/2), sqrt(2)), then a polynomial in
+    f = m - 1 (exact, so log of 1 - tiny keeps its relative accuracy)."""
+    bits = _bits_from_float32(x)
+    e = _F32((bits >> 23) - 126)
+    m = _float32_from_bits(np.int32((bits & 0x7FFFFF) | (126 << 23)))  # mantissa in [0.5, 1)
+    small = m < _SQRT_HALF_32
+    f = (m + m - _ONE_32) if small else (m - _ONE_32)
+    e = e - _ONE_32 if small else e
+    z = f * f
+    p = _LOG32[0]
+    for c in _LOG32[1:]:
+        p = p * f + c
+    y = p * f * z + e * _LN2_LO_32 - _HALF_32 * z
+    return (f + y) + e * _LN2_HI_32
+
+
+@jit
+def sincos_small32(a):
+    """(sin(a), cos(a)) of a float32 with |a| <= pi/4, in float32."""
+    a2 = a * a
+    s = _SIN32[0]
+    for k in _SIN32[1:]:
+        s = s * a2 + k
+    c = _COS32[0]
+    for k in _COS32[1:]:
+        c = c * a2 + k
+    return s * a, c
+
+
+def log_in(x):
+    """log in the precision of x: `log32` for float32, `log` otherwise (compiled code only)."""
+
+
+@overload(log_in, jit_options={"error_model": "numpy"})
+def _log_in(x):
+    if x == types.float32:
+        return lambda x: log32(x)
+    return lambda x: log(x)
+
+
+def sincos_small_in(a):
+    """`sincos_small` in the precision of a (compiled code only)."""
+
+
+@overload(sincos_small_in, jit_options={"error_model": "numpy"})
+def _sincos_small_in(a):
+    if a == types.float32:
+        return lambda a: sincos_small32(a)
+    return lambda a: sincos_small(a)
 
 
 @jit

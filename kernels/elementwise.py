@@ -17,9 +17,12 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-_ONE, _TWO = np.uint64(1), np.uint64(2)
+_ONE = np.uint64(1)
 _MASK_SALT = np.uint64(0x632BE59BD9B4E019)
 _TWO_POW_53 = 1.0 / 9007199254740992.0
+_S40, _LOW24 = np.uint64(40), np.uint64(0xFFFFFF)  # a pair's hash: radius bits 40-63, angle bits 0-23
+_TWO_POW_24 = 1.0 / 16777216.0
+_QUARTER_STEP = math.pi / 2 / 4194304.0  # 2^-22 of a quarter turn, in radians
 
 
 def sigmoid(v):
@@ -71,36 +74,62 @@ def seed_key(seed):
 
 
 def noise_key(seed):
-    """The 64-bit stream key of a user's seed, computed on the host (wrapping is intended)."""
-    with np.errstate(over="ignore"):
-        return seed_key(seed)
+    """The 64-bit stream key of a user's seed, computed on the host: `seed_key` in Python integers
+    (wrapping is intended; NumPy scalar arithmetic would cost microseconds a call)."""
+    mask = (1 << 64) - 1
+    x = (int(seed) + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return np.uint64(x ^ (x >> 31))
 
 
-def sincos(x):
-    return math.sin(x), math.cos(x)
+def sincos_small(a):
+    """(sin(a), cos(a)) for |a| <= pi / 4, in a's precision (the CPU binds polynomials)."""
+    return math.sin(a), math.cos(a)
 
 
-def normal_pair(key, pair):
-    """Standard normal numbers 2 * pair and 2 * pair + 1 of the stream `key`: Box-Muller's cos and
-    sin halves of two hashed uniforms.
+def normal_pair(key, pair, one):
+    """Standard normal numbers 2 * pair (cos half) and 2 * pair + 1 (sin half) of the stream `key`,
+    computed in the precision of `one` (1.0: float64; np.float32(1): float32 math for float32 data).
+
+    Box-Muller from one splitmix64 hash h of the pair: its top 24 bits m1 give the radius' uniform
+    u1 = 1 - m1 / 2^24 in (0, 1] (so log is finite), its low 24 bits m2 the angle 2 pi m2 / 2^24.
+    24-bit uniforms are exact in float32 and float64, so float32 math draws the float64 numbers
+    rounded; the angle is reduced to |a| <= pi / 4 in integers, exactly, so sin and cos keep their
+    relative accuracy. The radius is at most sqrt(2 log 2^24) = 5.77 (a normal exceeds it with
+    probability 8e-9): 24 bits are plenty for Monte Carlo noise.
 
     Counter-based: element (i, j) of a batch always is number i * K + j, so any thread layout draws
     the same numbers and a backward pass can regenerate them instead of storing them.
     """
-    c = pair * _TWO
-    h1 = mix64(key + c * _GOLDEN)
-    h2 = mix64(key + (c + _ONE) * _GOLDEN)
-    u1 = 1.0 - float(h1 >> _S11) * _TWO_POW_53  # in (0, 1], so log is finite
-    u2 = float(h2 >> _S11) * _TWO_POW_53
-    r = sqrt(-2.0 * log(u1))
-    s, c = sincos(2.0 * math.pi * u2)
-    return r * c, r * s
+    return box_muller(mix64(key + pair * _GOLDEN), one)
+
+
+def box_muller(h, one):
+    """The pair of normal numbers of the 64-bit hash h, in the precision of `one` (see
+    `normal_pair`)."""
+    F = type(one)
+    m1 = np.int32(h >> _S40)  # 24-bit fields: exact in an int32, a float32 and a float64
+    m2 = np.int32(h & _LOW24)
+    r = sqrt(F(-2.0) * log(one - F(m1) * F(_TWO_POW_24)))  # 1 - m1 / 2^24 is exact
+    q = (m2 + 2097152) >> 22  # the nearest quarter turn, 0 .. 4
+    s, c = sincos_small(F(m2 - (q << 22)) * F(_QUARTER_STEP))
+    quadrant = q & 3  # sin(a + quadrant * pi / 2) is s, c, -s, -c; cos is c, -s, -c, s
+    sin_v = c if quadrant & 1 else s
+    cos_v = s if quadrant & 1 else c
+    return r * (-cos_v if (quadrant + 1) & 2 else cos_v), r * (-sin_v if quadrant & 2 else sin_v)
+
+
+def normal_in(key, counter, one):
+    """Standard normal number `counter` of the stream `key` (one half of its Box-Muller pair), in
+    the precision of `one`."""
+    a, b = normal_pair(key, counter >> _ONE, one)
+    return b if counter & _ONE else a
 
 
 def normal_at(key, counter):
-    """Standard normal number `counter` of the stream `key` (one half of its Box-Muller pair)."""
-    a, b = normal_pair(key, counter >> _ONE)
-    return b if counter & _ONE else a
+    """`normal_in` in float64."""
+    return normal_in(key, counter, 1.0)
 
 
 def uniform_at(key, counter):
@@ -117,8 +146,8 @@ def bce_with_logits(a, t):
     return (a if a > 0 else 0.0) - a * t + log1p(e), p - t
 
 
-SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key", "sincos",
-          "normal_pair", "normal_at", "uniform_at", "bce_with_logits")
+SHARED = ("sigmoid", "activate", "activation_grad", "soft_threshold", "mix64", "seed_key",
+          "sincos_small", "box_muller", "normal_pair", "normal_in", "normal_at", "uniform_at", "bce_with_logits")
 
 
 def compiled(jit, math_functions=None):

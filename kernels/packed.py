@@ -53,7 +53,7 @@ def pack(W, out):
                 out[row + c] = W[j, k] if j < m else W.dtype.type(0)
 
 
-@cpu_jit(inline="always")
+@cpu_jit
 def _tile_4(x, i, Wp, base, part, at):
     """part[at + r * NR + c] = sum_k x[i + r, k] * panel[k, c] for 4 rows."""
     K = x.shape[1]
@@ -87,7 +87,7 @@ def _tile_4(x, i, Wp, base, part, at):
     simd.store(part, o3 + 2 * L, c32); simd.store(part, o3 + 3 * L, c33)
 
 
-@cpu_jit(inline="always")
+@cpu_jit
 def _tile_1(x, i, Wp, base, part, at):
     """_tile_4 for one row (the same chain per output)."""
     K = x.shape[1]
@@ -128,7 +128,7 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
             out[i, first + c] = activate(part[at + c] + b[first + c], act)
 
 
-@cpu_jit(inline="always")
+@cpu_jit
 def _panels(x, Wp, b, act, out, p0, p1, part):
     """Panels p0 .. p1 - 1 for every row, BLOCK_ROWS rows at a time."""
     n = x.shape[0]

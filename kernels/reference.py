@@ -50,17 +50,18 @@ def normal_noise(seed, shape, dtype):
 
 
 def noise_from_key(key, shape, dtype):
-    """The counter-based stream of `elementwise.normal_pair`, vectorised: pair p gives numbers
-    2p (cos half) and 2p + 1 (sin half)."""
+    """The counter-based stream of `elementwise.normal_pair`, vectorised, in float64 (then cast):
+    pair p is one splitmix64 hash h of key + p * golden; u1 = 1 - (top 24 bits of h) / 2^24 and
+    u2 = (low 24 bits of h) / 2^24 give numbers 2p = r cos(2 pi u2) and 2p + 1 = r sin(2 pi u2),
+    r = sqrt(-2 log u1)."""
     size = int(np.prod(shape))
     with np.errstate(over="ignore"):
-        c = np.arange((size + 1) // 2, dtype=np.uint64) * np.uint64(2)
-        h1 = ew.mix64(key + c * ew._GOLDEN)
-        h2 = ew.mix64(key + (c + np.uint64(1)) * ew._GOLDEN)
-    u1 = 1.0 - (h1 >> np.uint64(11)).astype(np.float64) * ew._TWO_POW_53
-    u2 = (h2 >> np.uint64(11)).astype(np.float64) * ew._TWO_POW_53
+        p = np.arange((size + 1) // 2, dtype=np.uint64)
+        h = ew.mix64(key + p * ew._GOLDEN)
+    u1 = 1.0 - (h >> np.uint64(40)).astype(np.float64) / 2 ** 24
+    u2 = (h & np.uint64(0xFFFFFF)).astype(np.float64) / 2 ** 24
     r = np.sqrt(-2.0 * np.log(u1))
-    eps = np.empty(2 * len(c))
+    eps = np.empty(2 * len(p))
     eps[0::2] = r * np.cos(2.0 * np.pi * u2)
     eps[1::2] = r * np.sin(2.0 * np.pi * u2)
     return eps[:size].reshape(shape).astype(dtype)

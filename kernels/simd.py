@@ -7,13 +7,15 @@ one LLVM vector (16 float32 or 8 float64 lanes), so a kernel can name its accumu
 
 `load(a, i)` / `store(a, i, v)` read and write lanes a[i:i + LANES] of a 1-D contiguous array
 without bounds checks, unless Numba's NUMBA_BOUNDSCHECK is on, when they raise IndexError like
-any other array access. Kernels that use them check their shapes at the boundary.
+any other array access. Kernels that use them check their shapes at the boundary. Everything
+here is an intrinsic (LLVM IR written directly): Numba compiles them in no time, where inlined
+overloads cost seconds of cold start in a kernel that makes dozens of vector accesses.
 """
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
-from numba.extending import intrinsic, models, overload, register_model
+from numba.extending import intrinsic, models, register_model
 
 BITS = 512
 
@@ -38,80 +40,61 @@ def lanes(dtype):
     return BITS // (8 * np.dtype(dtype).itemsize)
 
 
-def lanes_of(a):
-    """Lanes of a vector of a's dtype, a compile-time constant in compiled code."""
-
-
-@overload(lanes_of, inline="always")
-def _lanes_of(a):
+@intrinsic
+def lanes_of(typingctx, a):
+    """Lanes of a vector of a's dtype (an array), a compile-time constant."""
     n = BITS // a.dtype.bitwidth
-    return lambda a: n
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, n)
+    return types.intp(a), codegen
 
 
 def _lane_pointer(context, builder, array_type, array, index, vector_type):
-    data = context.make_array(array_type)(context, builder, array).data
-    return builder.bitcast(builder.gep(data, [index]), context.get_value_type(vector_type).as_pointer())
+    """The address of array[index] as a vector pointer; under NUMBA_BOUNDSCHECK an IndexError
+    unless the vector's lanes lie inside the array (the check Numba makes for a[i])."""
+    ary = context.make_array(array_type)(context, builder, array)
+    if config.BOUNDSCHECK:
+        size = builder.extract_value(ary.shape, 0)
+        last = builder.add(index, context.get_constant(types.intp, vector_type.lanes))
+        outside = builder.or_(builder.icmp_signed("<", index, context.get_constant(types.intp, 0)),
+                              builder.icmp_signed(">", last, size))
+        with builder.if_then(outside, likely=False):
+            context.call_conv.return_user_exc(builder, IndexError, ("vector access out of bounds",))
+    return builder.bitcast(builder.gep(ary.data, [index]), context.get_value_type(vector_type).as_pointer())
+
+
+def _vector_array(a):
+    return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and a.dtype in (types.float32, types.float64))
 
 
 @intrinsic
-def _load(typingctx, a, i):
+def load(typingctx, a, i):
+    """Lanes a[i:i + LANES] of a 1-D C-contiguous float array, as a Vector."""
+    if not (_vector_array(a) and isinstance(i, types.Integer)):
+        return None
     vt = Vector(a.dtype)
 
     def codegen(context, builder, sig, args):
-        return builder.load(_lane_pointer(context, builder, sig.args[0], args[0], args[1], vt),
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        return builder.load(_lane_pointer(context, builder, sig.args[0], args[0], index, vt),
                             align=a.dtype.bitwidth // 8)
-    return vt(a, types.intp), codegen
+    return vt(a, i), codegen
 
 
 @intrinsic
-def _store(typingctx, a, i, v):
+def store(typingctx, a, i, v):
+    """a[i:i + LANES] = the lanes of v."""
+    if not (_vector_array(a) and isinstance(i, types.Integer) and isinstance(v, Vector) and v.dtype == a.dtype):
+        return None
+
     def codegen(context, builder, sig, args):
-        builder.store(args[2], _lane_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[2]),
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        builder.store(args[2], _lane_pointer(context, builder, sig.args[0], args[0], index, sig.args[2]),
                       align=a.dtype.bitwidth // 8)
         return context.get_dummy_value()
-    return types.none(a, types.intp, v), codegen
-
-
-def load(a, i):
-    """Lanes a[i:i + LANES] of a 1-D C-contiguous float array, as a Vector."""
-
-
-def store(a, i, v):
-    """a[i:i + LANES] = the lanes of v."""
-
-
-def _checked(a, i):
-    """Under NUMBA_BOUNDSCHECK: IndexError unless a[i:i + LANES] lies inside a; else nothing."""
-
-
-@overload(load, inline="always")
-def _load_impl(a, i):
-    if isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype in (types.float32, types.float64):
-        def impl(a, i):
-            _checked(a, i)
-            return _load(a, i)
-        return impl
-
-
-@overload(store, inline="always")
-def _store_impl(a, i, v):
-    if isinstance(a, types.Array) and isinstance(v, Vector) and a.ndim == 1 and a.layout == "C" and a.dtype == v.dtype:
-        def impl(a, i, v):
-            _checked(a, i)
-            _store(a, i, v)
-        return impl
-
-
-@overload(_checked, inline="always")
-def _checked_impl(a, i):
-    if config.BOUNDSCHECK:
-        n = BITS // a.dtype.bitwidth
-
-        def impl(a, i):
-            if i < 0 or i + n > a.size:
-                raise IndexError("vector access out of bounds")
-        return impl
-    return lambda a, i: None
+    return types.none(a, i, v), codegen
 
 
 @intrinsic

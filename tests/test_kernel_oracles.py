@@ -3,8 +3,11 @@
 - the counter-based noise hash against the published splitmix64 (Vigna's splitmix64.c), written
   here in plain Python integers, and its known answers;
 - the vectorizable exp/log/log1p/sincos of cpu_math against NumPy's libm over their documented
-  domains, compiled (inside a small njit loop, as the kernels use them).
+  domains, compiled (inside a small njit loop, as the kernels use them);
+- the in-kernel normal noise against its definition (splitmix64 + Box-Muller) in Python floats.
 """
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -190,3 +193,71 @@ def test_sincos_up_to_a_million():
     assert s0[0] == 0.0 and c0[0] == 1.0
     # cos as the kernels' separate entry point
     np.testing.assert_array_equal(run(cpu_math.cos, x[:1000]), c[:1000])
+
+
+def test_log32_over_positive_normals():
+    tiny, huge = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+    uniforms = 1 - np.arange(0, 2 ** 24, 97) / 2 ** 24  # the Box-Muller radius uniforms, 1 down to 2^-24
+    x = np.concatenate([np.geomspace(tiny, huge, 1_000_001), np.linspace(0.5, 2.0, 100_001), uniforms,
+                        1 - np.arange(1, 2 ** 12) / 2 ** 24, RNG.uniform(0, 1, 100_000),
+                        [tiny, huge, 1.0, 2.0, 0.5, np.sqrt(0.5), np.sqrt(2.0), 2.0 ** -24]]).astype(np.float32)
+    x = x[x >= tiny]
+    got = run(cpu_math.log32, x)
+    assert got.dtype == np.float32
+    want = np.log(x.astype(np.float64))
+    assert np.max(ulps(got[want != 0], want[want != 0], np.float32)) <= 2
+    assert run(cpu_math.log32, np.array([1.0], np.float32))[0] == 0.0
+
+
+@numba.njit(error_model="numpy")
+def _sincos_small_loop(a, s, c):
+    for i in range(a.size):
+        s[i], c[i] = cpu_math.sincos_small_in(a[i])
+
+
+@pytest.mark.parametrize("dtype,most", [(np.float32, 2), (np.float64, 2)])
+def test_sincos_small_on_a_quarter_turn(dtype, most):
+    # the angles Box-Muller reduces to, m * (pi / 2) / 2^22 for |m| <= 2^21, and a sweep of |a| <= pi / 4
+    grid = np.arange(-2 ** 21, 2 ** 21 + 1) * (np.pi / 2 / 2 ** 22)
+    a = np.concatenate([grid, np.linspace(-np.pi / 4, np.pi / 4, 100_001), [0.0, 1e-30]]).astype(dtype)
+    s, c = np.empty_like(a), np.empty_like(a)
+    _sincos_small_loop(a, s, c)
+    assert s.dtype == c.dtype == dtype
+    exact = a.astype(np.float64)
+    nonzero = exact != 0
+    assert np.max(ulps(s[nonzero], np.sin(exact[nonzero]), dtype)) <= most
+    assert np.max(ulps(c, np.cos(exact), dtype)) <= most
+    _sincos_small_loop(np.zeros(1, dtype), s[:1], c[:1])
+    assert s[0] == 0.0 and c[0] == 1.0
+
+
+def test_log_in_and_sincos_small_in_keep_the_precision():
+    x32 = np.linspace(0.01, 2, 1001).astype(np.float32)
+    np.testing.assert_array_equal(run(cpu_math.log_in, x32), run(cpu_math.log32, x32))
+    x64 = x32.astype(np.float64)
+    np.testing.assert_array_equal(run(cpu_math.log_in, x64), run(cpu_math.log, x64))
+
+
+def normal_pairs_reference(seed, pairs):
+    """The noise's definition in Python ints and floats: pair p is Box-Muller of one splitmix64
+    finalizer hash h of key + p * golden (key: splitmix64's first output for the seed), with
+    u1 = 1 - (h >> 40) / 2^24 and u2 = (h & 0xFFFFFF) / 2^24."""
+    key = splitmix64_reference(seed, 1)[0]
+    out = []
+    for p in range(pairs):
+        h = splitmix64_reference((key + p * GOLDEN - GOLDEN) & MASK, 1)[0]  # the finalizer of key + p * golden
+        u1, u2 = 1 - (h >> 40) / 2 ** 24, (h & 0xFFFFFF) / 2 ** 24
+        r = math.sqrt(-2 * math.log(u1))
+        out += [r * math.cos(2 * math.pi * u2), r * math.sin(2 * math.pi * u2)]
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2026, MASK])
+def test_noise_is_splitmix64_box_muller(seed):
+    from fastae import kernels
+    want = normal_pairs_reference(seed, 300)
+    for dtype, tol in ((np.float64, 1e-14), (np.float32, 1e-6)):
+        zeros = np.zeros((20, 30), dtype)
+        for backend in ("cpu", "numpy"):
+            got = kernels.reparam_forward(zeros, zeros, seed=seed, backend=backend)[0].ravel()  # z = eps
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=f"{backend} {dtype.__name__}")
