@@ -32,7 +32,6 @@ from .network import _aligned, copy as _aligned_copy
 
 PARTS = ("encode", "decode", "reconstruct")
 
-PACKED_ROWS = 64        # up to this many rows the packed kernels beat BLAS; beyond, BLAS
 PARALLEL_WORK = 100000  # multiply-adds of a layer worth splitting between threads (~5 us)
 
 # return codes of the C ABI function
@@ -55,10 +54,11 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
     model). Rows go in chunks of CHUNK through two ping-pong buffers allocated here (nothing
     shared between calls).
 
-    Chunks of up to PACKED_ROWS rows run the register-blocked kernels over the packed weights
-    (layer l's at packed_w[packed_at[l]:]; `threads` > 1 splits a large layer's panels between
-    Numba's threads), larger ones BLAS. With `check`, returns False having written nothing when
-    x holds NaN or inf (else True)."""
+    The layers run the register-blocked kernels over the packed weights (layer l's at
+    packed_w[packed_at[l]:]; `threads` > 1 splits a large layer's panels between Numba's
+    threads): each row's result is the same bits whatever rows come with it and however many
+    threads run. With `check`, returns False having written nothing when x holds NaN or inf
+    (else True)."""
     n_layers = layout.shape[0]
     prox_at, nonneg = prox[0], prox[1] != 0
     if x.shape[1] != layout[0, 2]:
@@ -81,8 +81,8 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
     widest = 1
     for l in range(n_layers - 1):
         widest = max(widest, layout[l, 1])
-    slot = -(-(rows * widest) // 16) * 16  # each buffer starts on a 64-byte boundary (float32)
-    work = np.empty(2 * slot, params.dtype)
+    slot = -(-(rows * widest) // 16) * 16  # each buffer starts on a 64-byte boundary
+    work = packed.aligned_empty(2 * slot, params)
     for start in range(0, n, rows):
         m = min(rows, n - start)
         xc = x[start:start + m]
@@ -98,14 +98,11 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
             else:
                 o = ((l - 1) % 2) * slot
                 src = work[o:o + m * inp].reshape((m, inp))
-            if m <= PACKED_ROWS:
-                Wp = packed_w[packed_at[l]:packed_at[l + 1]]
-                if threads > 1 and m * width * inp >= PARALLEL_WORK:
-                    packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
-                else:
-                    packed.affine_forward(src, Wp, bias, acts[l], dst)
+            Wp = packed_w[packed_at[l]:packed_at[l + 1]]
+            if threads > 1 and m * width * inp >= PARALLEL_WORK:
+                packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
             else:
-                cpu.affine_forward(src, params[w:w + width * inp].reshape((width, inp)), bias, acts[l], dst)
+                packed.affine_forward(src, Wp, bias, acts[l], dst)
             if l == prox_at:
                 flat = dst.ravel()
                 cpu.l1_prox(flat, l1, nonneg, flat)

@@ -6,7 +6,9 @@ becomes column panels of NR = 4 vectors (64 float32 or 32 float64 outputs), pane
 W[p*NR:(p+1)*NR, k] for k = 0 .. K-1 contiguously, zero-padded past m. The kernel holds a tile of
 4 rows x NR outputs in 16 vector registers while it runs over k: per k it loads 4 vectors of the
 panel and broadcasts 4 inputs for 16 fused multiply-adds, so it runs at the FMA units' rate where
-a BLAS call on few rows does not (OpenBLAS packs its operands on every call).
+a BLAS call on few rows does not (OpenBLAS packs its operands on every call). Rows go in blocks
+of BLOCK_ROWS and inputs in blocks of BLOCK_K, so that a block of the panel stays in L1 while
+every register tile of the row block streams it.
 
 `affine_forward(x, Wp, b, act, out)` computes what `cpu.affine_forward(x, W, b, act, out)` does.
 Each output is one fused multiply-add chain over k in order, whatever the row count, the tile or
@@ -19,11 +21,13 @@ import numpy as np
 
 from . import simd
 from .cpu import activate
+from .elementwise import LINEAR, RELU
 from .jit import cpu_jit
 
 ROWS = 4          # rows of a register tile
 VECTORS = 4       # vectors of a register tile (and of a panel)
-BLOCK_ROWS = 64   # rows per pass over a panel (their sums, 16 KB, stay in L1 until written out)
+BLOCK_K = 128     # inputs per pass over a row block: 32 KB of a float32 panel, held in L1
+BLOCK_ROWS = 64   # rows whose partial sums (16 KB) stay in L1 across the passes
 
 
 def panel_width(dtype):
@@ -54,28 +58,39 @@ def pack(W, out):
 
 
 @cpu_jit
-def _tile_4(x, i, Wp, base, part, at):
-    """part[at + r * NR + c] = sum_k x[i + r, k] * panel[k, c] for 4 rows."""
+def _tile_4(x, i, k0, k1, Wp, base, part, at):
+    """part[at + r * NR + c] (+)= sum over k0 <= k < k1 of x[i + r, k] * panel[k, c], 4 rows:
+    k0 == 0 starts the sums, later blocks of k continue them (the same chain as unblocked)."""
     K = x.shape[1]
     L = simd.lanes_of(Wp)
     nr = VECTORS * L
     xf = x.ravel()
     r0 = i * K
     o1, o2, o3 = at + nr, at + 2 * nr, at + 3 * nr
-    c00 = simd.zeros(Wp); c01 = simd.zeros(Wp); c02 = simd.zeros(Wp); c03 = simd.zeros(Wp)
-    c10 = simd.zeros(Wp); c11 = simd.zeros(Wp); c12 = simd.zeros(Wp); c13 = simd.zeros(Wp)
-    c20 = simd.zeros(Wp); c21 = simd.zeros(Wp); c22 = simd.zeros(Wp); c23 = simd.zeros(Wp)
-    c30 = simd.zeros(Wp); c31 = simd.zeros(Wp); c32 = simd.zeros(Wp); c33 = simd.zeros(Wp)
-    for k in range(K):
+    if k0 == 0:
+        c00 = simd.zeros(Wp); c01 = simd.zeros(Wp); c02 = simd.zeros(Wp); c03 = simd.zeros(Wp)
+        c10 = simd.zeros(Wp); c11 = simd.zeros(Wp); c12 = simd.zeros(Wp); c13 = simd.zeros(Wp)
+        c20 = simd.zeros(Wp); c21 = simd.zeros(Wp); c22 = simd.zeros(Wp); c23 = simd.zeros(Wp)
+        c30 = simd.zeros(Wp); c31 = simd.zeros(Wp); c32 = simd.zeros(Wp); c33 = simd.zeros(Wp)
+    else:
+        c00 = simd.load(part, at); c01 = simd.load(part, at + L)
+        c02 = simd.load(part, at + 2 * L); c03 = simd.load(part, at + 3 * L)
+        c10 = simd.load(part, o1); c11 = simd.load(part, o1 + L)
+        c12 = simd.load(part, o1 + 2 * L); c13 = simd.load(part, o1 + 3 * L)
+        c20 = simd.load(part, o2); c21 = simd.load(part, o2 + L)
+        c22 = simd.load(part, o2 + 2 * L); c23 = simd.load(part, o2 + 3 * L)
+        c30 = simd.load(part, o3); c31 = simd.load(part, o3 + L)
+        c32 = simd.load(part, o3 + 2 * L); c33 = simd.load(part, o3 + 3 * L)
+    for k in range(k0, k1):
         o = base + k * nr
         w0 = simd.load(Wp, o); w1 = simd.load(Wp, o + L); w2 = simd.load(Wp, o + 2 * L); w3 = simd.load(Wp, o + 3 * L)
-        a = simd.splat(xf[r0 + k], Wp)
+        a = simd.broadcast(xf, r0 + k)
         c00 = simd.fma(a, w0, c00); c01 = simd.fma(a, w1, c01); c02 = simd.fma(a, w2, c02); c03 = simd.fma(a, w3, c03)
-        a = simd.splat(xf[r0 + K + k], Wp)
+        a = simd.broadcast(xf, r0 + K + k)
         c10 = simd.fma(a, w0, c10); c11 = simd.fma(a, w1, c11); c12 = simd.fma(a, w2, c12); c13 = simd.fma(a, w3, c13)
-        a = simd.splat(xf[r0 + 2 * K + k], Wp)
+        a = simd.broadcast(xf, r0 + 2 * K + k)
         c20 = simd.fma(a, w0, c20); c21 = simd.fma(a, w1, c21); c22 = simd.fma(a, w2, c22); c23 = simd.fma(a, w3, c23)
-        a = simd.splat(xf[r0 + 3 * K + k], Wp)
+        a = simd.broadcast(xf, r0 + 3 * K + k)
         c30 = simd.fma(a, w0, c30); c31 = simd.fma(a, w1, c31); c32 = simd.fma(a, w2, c32); c33 = simd.fma(a, w3, c33)
     simd.store(part, at, c00); simd.store(part, at + L, c01)
     simd.store(part, at + 2 * L, c02); simd.store(part, at + 3 * L, c03)
@@ -88,17 +103,21 @@ def _tile_4(x, i, Wp, base, part, at):
 
 
 @cpu_jit
-def _tile_1(x, i, Wp, base, part, at):
+def _tile_1(x, i, k0, k1, Wp, base, part, at):
     """_tile_4 for one row (the same chain per output)."""
     K = x.shape[1]
     L = simd.lanes_of(Wp)
     nr = VECTORS * L
     xf = x.ravel()
     r0 = i * K
-    c0 = simd.zeros(Wp); c1 = simd.zeros(Wp); c2 = simd.zeros(Wp); c3 = simd.zeros(Wp)
-    for k in range(K):
+    if k0 == 0:
+        c0 = simd.zeros(Wp); c1 = simd.zeros(Wp); c2 = simd.zeros(Wp); c3 = simd.zeros(Wp)
+    else:
+        c0 = simd.load(part, at); c1 = simd.load(part, at + L)
+        c2 = simd.load(part, at + 2 * L); c3 = simd.load(part, at + 3 * L)
+    for k in range(k0, k1):
         o = base + k * nr
-        a = simd.splat(xf[r0 + k], Wp)
+        a = simd.broadcast(xf, r0 + k)
         c0 = simd.fma(a, simd.load(Wp, o), c0); c1 = simd.fma(a, simd.load(Wp, o + L), c1)
         c2 = simd.fma(a, simd.load(Wp, o + 2 * L), c2); c3 = simd.fma(a, simd.load(Wp, o + 3 * L), c3)
     simd.store(part, at, c0); simd.store(part, at + L, c1)
@@ -114,14 +133,25 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
     nr = VECTORS * simd.lanes_of(Wp)
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
-    i = i0
-    while i < i1:
-        if i + ROWS <= i1:
-            _tile_4(x, i, Wp, base, part, (i - i0) * nr)
-            i += ROWS
-        else:
-            _tile_1(x, i, Wp, base, part, (i - i0) * nr)
-            i += 1
+    for k0 in range(0, K, BLOCK_K):
+        k1 = min(K, k0 + BLOCK_K)
+        i = i0
+        while i < i1:
+            if i + ROWS <= i1:
+                _tile_4(x, i, k0, k1, Wp, base, part, (i - i0) * nr)
+                i += ROWS
+            else:
+                _tile_1(x, i, k0, k1, Wp, base, part, (i - i0) * nr)
+                i += 1
+    if width == nr and (act == RELU or act == LINEAR):  # whole vectors: bias and ReLU in registers
+        L = simd.lanes_of(Wp)
+        flat = out.ravel()
+        for i in range(i0, i1):
+            at, o = (i - i0) * nr, i * m + first
+            for v in range(VECTORS):
+                y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
+                simd.store(flat, o + v * L, simd.relu(y) if act == RELU else y)
+        return
     for i in range(i0, i1):
         at = (i - i0) * nr
         for c in range(width):
@@ -138,6 +168,16 @@ def _panels(x, Wp, b, act, out, p0, p1, part):
 
 
 @cpu_jit(inline="always")
+def aligned_empty(n, like):
+    """n entries of like's dtype starting on a 64-byte boundary (a cache line: vector loads and
+    stores that straddle two lines run at half speed)."""
+    lanes = simd.lanes_of(like)
+    buf = np.empty(n + lanes, like.dtype)
+    skip = ((-buf.ctypes.data) % 64) // buf.itemsize
+    return buf[skip:skip + n]
+
+
+@cpu_jit(inline="always")
 def _check(x, Wp, b, out):
     n, K = x.shape
     m = out.shape[1]
@@ -151,7 +191,7 @@ def affine_forward(x, Wp, b, act, out):
     """out = act(x @ W.T + b) with W packed by `pack` (one thread)."""
     _check(x, Wp, b, out)
     nr = VECTORS * simd.lanes_of(Wp)
-    _panels(x, Wp, b, act, out, 0, -(-out.shape[1] // nr), np.empty(BLOCK_ROWS * nr, Wp.dtype))
+    _panels(x, Wp, b, act, out, 0, -(-out.shape[1] // nr), aligned_empty(BLOCK_ROWS * nr, Wp))
 
 
 @cpu_jit(parallel=True)
@@ -163,5 +203,5 @@ def affine_forward_parallel(x, Wp, b, act, out, threads):
     panels = -(-out.shape[1] // nr)
     threads = max(1, min(threads, panels))
     for t in numba.prange(threads):
-        part = np.empty(BLOCK_ROWS * nr, Wp.dtype)
+        part = aligned_empty(BLOCK_ROWS * nr, Wp)
         _panels(x, Wp, b, act, out, t * panels // threads, (t + 1) * panels // threads, part)

@@ -98,17 +98,28 @@ def store(typingctx, a, i, v):
 
 
 @intrinsic
-def splat(typingctx, s, like):
-    """A Vector of like's dtype with every lane s (`like`: an array of that dtype)."""
-    vt = Vector(like.dtype)
+def broadcast(typingctx, a, i):
+    """A Vector with every lane a[i] (a 1-D C-contiguous float array; no negative-index
+    wraparound, so the load folds into the multiply-add that uses it)."""
+    if not (_vector_array(a) and isinstance(i, types.Integer)):
+        return None
+    vt = Vector(a.dtype)
 
     def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        if config.BOUNDSCHECK:
+            size = builder.extract_value(ary.shape, 0)
+            outside = builder.or_(builder.icmp_signed("<", index, context.get_constant(types.intp, 0)),
+                                  builder.icmp_signed(">=", index, size))
+            with builder.if_then(outside, likely=False):
+                context.call_conv.return_user_exc(builder, IndexError, ("vector access out of bounds",))
+        value = builder.load(builder.gep(ary.data, [index]))
         ty = context.get_value_type(vt)
-        value = context.cast(builder, args[0], sig.args[0], vt.dtype)
         one = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
         mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
         return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined), mask)
-    return vt(s, like), codegen
+    return vt(a, i), codegen
 
 
 @intrinsic
@@ -119,6 +130,29 @@ def zeros(typingctx, like):
     def codegen(context, builder, sig, args):
         return cgutils.get_null_value(context.get_value_type(vt))
     return vt(like), codegen
+
+
+@intrinsic
+def add(typingctx, a, b):
+    """a + b lane by lane."""
+    if not (isinstance(a, Vector) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return a(a, b), codegen
+
+
+@intrinsic
+def relu(typingctx, a):
+    """Lane by lane v if v > 0 else v - v (`elementwise.activate`'s ReLU, NaN kept)."""
+    if not isinstance(a, Vector):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        return builder.select(builder.fcmp_ordered(">", v, cgutils.get_null_value(v.type)), v, builder.fsub(v, v))
+    return a(a), codegen
 
 
 @intrinsic

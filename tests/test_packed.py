@@ -71,8 +71,8 @@ def test_shapes_are_checked_before_anything_is_written(rng, bad):
 
 @pytest.mark.parametrize("rows", [1, 5, 64, 65, 300])
 def test_chain_inference_equals_the_numpy_backend(rng, rows):
-    """transform, decode and reconstruct on the cpu backend (packed kernels up to 64 rows, BLAS
-    beyond) against the numpy backend's engine, which shares no code with them."""
+    """transform, decode and reconstruct on the cpu backend (the packed kernels) against the
+    numpy backend's engine, which shares no code with them."""
     X = rng.uniform(size=(300, 20))
     kw = dict(hidden=(33, 17), code=5, l1=0.01, epochs=1, batch_size=50, seed=0, dtype="float64")
     cpu = fastae.Autoencoder(**kw).fit(X)
@@ -82,3 +82,26 @@ def test_chain_inference_equals_the_numpy_backend(rng, rows):
         np.testing.assert_allclose(getattr(cpu, method)(x), getattr(ref, method)(x), rtol=1e-10, atol=1e-12)
     codes = ref.transform(x)
     np.testing.assert_allclose(cpu.decode(codes), ref.decode(codes), rtol=1e-10, atol=1e-12)
+
+
+def test_inference_of_a_row_is_the_same_in_any_batch_and_thread_count(rng):
+    """What a pipeline relies on: transform(X)[i] is transform(X[i:i + 1]) bit for bit, with one
+    thread or two (the compiled() function, always one thread, agrees too)."""
+    import numba
+    from fastae import compiled
+    X = rng.uniform(size=(300, 784)).astype(np.float32)
+    model = fastae.Autoencoder(hidden=(512, 256), code=32, epochs=1, batch_size=100, seed=0).fit(X)
+    whole = model.reconstruct(X)
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            for i in (0, 7, 299):
+                np.testing.assert_array_equal(model.reconstruct(X[i:i + 1])[0], whole[i])
+            np.testing.assert_array_equal(model.reconstruct(X[5:70]), whole[5:70])
+    finally:
+        numba.set_num_threads(before)
+    f, out = model.compiled("reconstruct"), np.empty_like(whole)
+    f(X, out)
+    np.testing.assert_array_equal(out, whole)
+    assert compiled.pool_threads() >= 1
