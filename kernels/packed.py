@@ -7,8 +7,9 @@ W[p*NR:(p+1)*NR, k] for k = 0 .. K-1 contiguously, zero-padded past m. The kerne
 4 rows x NR outputs in 16 vector registers while it runs over k: per k it loads 4 vectors of the
 panel and broadcasts 4 inputs for 16 fused multiply-adds, so it runs at the FMA units' rate where
 a BLAS call on few rows does not (OpenBLAS packs its operands on every call). Rows go in blocks
-of BLOCK_ROWS and inputs in blocks of BLOCK_K, so that a block of the panel stays in L1 while
-every register tile of the row block streams it.
+of BLOCK_ROWS whose sums stay in L1 until the bias and activation write them out. (Blocking the
+inputs too, to hold a block of the panel in L1, measured slower here: the panel streams from L2
+fast enough, and each block reloads its partial sums.)
 
 `affine_forward(x, Wp, b, act, out)` computes what `cpu.affine_forward(x, W, b, act, out)` does.
 Each output is one fused multiply-add chain over k in order, whatever the row count, the tile or
@@ -26,8 +27,7 @@ from .jit import cpu_jit
 
 ROWS = 4          # rows of a register tile
 VECTORS = 4       # vectors of a register tile (and of a panel)
-BLOCK_K = 128     # inputs per pass over a row block: 32 KB of a float32 panel, held in L1
-BLOCK_ROWS = 64   # rows whose partial sums (16 KB) stay in L1 across the passes
+BLOCK_ROWS = 64   # rows per pass over a panel (their sums, 16 KB, stay in L1 until written out)
 
 
 def panel_width(dtype):
@@ -58,30 +58,19 @@ def pack(W, out):
 
 
 @cpu_jit
-def _tile_4(x, i, k0, k1, Wp, base, part, at):
-    """part[at + r * NR + c] (+)= sum over k0 <= k < k1 of x[i + r, k] * panel[k, c], 4 rows:
-    k0 == 0 starts the sums, later blocks of k continue them (the same chain as unblocked)."""
+def _tile_4(x, i, Wp, base, part, at):
+    """part[at + r * NR + c] = sum_k x[i + r, k] * panel[k, c] for 4 rows."""
     K = x.shape[1]
     L = simd.lanes_of(Wp)
     nr = VECTORS * L
     xf = x.ravel()
     r0 = i * K
     o1, o2, o3 = at + nr, at + 2 * nr, at + 3 * nr
-    if k0 == 0:
-        c00 = simd.zeros(Wp); c01 = simd.zeros(Wp); c02 = simd.zeros(Wp); c03 = simd.zeros(Wp)
-        c10 = simd.zeros(Wp); c11 = simd.zeros(Wp); c12 = simd.zeros(Wp); c13 = simd.zeros(Wp)
-        c20 = simd.zeros(Wp); c21 = simd.zeros(Wp); c22 = simd.zeros(Wp); c23 = simd.zeros(Wp)
-        c30 = simd.zeros(Wp); c31 = simd.zeros(Wp); c32 = simd.zeros(Wp); c33 = simd.zeros(Wp)
-    else:
-        c00 = simd.load(part, at); c01 = simd.load(part, at + L)
-        c02 = simd.load(part, at + 2 * L); c03 = simd.load(part, at + 3 * L)
-        c10 = simd.load(part, o1); c11 = simd.load(part, o1 + L)
-        c12 = simd.load(part, o1 + 2 * L); c13 = simd.load(part, o1 + 3 * L)
-        c20 = simd.load(part, o2); c21 = simd.load(part, o2 + L)
-        c22 = simd.load(part, o2 + 2 * L); c23 = simd.load(part, o2 + 3 * L)
-        c30 = simd.load(part, o3); c31 = simd.load(part, o3 + L)
-        c32 = simd.load(part, o3 + 2 * L); c33 = simd.load(part, o3 + 3 * L)
-    for k in range(k0, k1):
+    c00 = simd.zeros(Wp); c01 = simd.zeros(Wp); c02 = simd.zeros(Wp); c03 = simd.zeros(Wp)
+    c10 = simd.zeros(Wp); c11 = simd.zeros(Wp); c12 = simd.zeros(Wp); c13 = simd.zeros(Wp)
+    c20 = simd.zeros(Wp); c21 = simd.zeros(Wp); c22 = simd.zeros(Wp); c23 = simd.zeros(Wp)
+    c30 = simd.zeros(Wp); c31 = simd.zeros(Wp); c32 = simd.zeros(Wp); c33 = simd.zeros(Wp)
+    for k in range(K):
         o = base + k * nr
         w0 = simd.load(Wp, o); w1 = simd.load(Wp, o + L); w2 = simd.load(Wp, o + 2 * L); w3 = simd.load(Wp, o + 3 * L)
         a = simd.broadcast(xf, r0 + k)
@@ -103,19 +92,15 @@ def _tile_4(x, i, k0, k1, Wp, base, part, at):
 
 
 @cpu_jit
-def _tile_1(x, i, k0, k1, Wp, base, part, at):
+def _tile_1(x, i, Wp, base, part, at):
     """_tile_4 for one row (the same chain per output)."""
     K = x.shape[1]
     L = simd.lanes_of(Wp)
     nr = VECTORS * L
     xf = x.ravel()
     r0 = i * K
-    if k0 == 0:
-        c0 = simd.zeros(Wp); c1 = simd.zeros(Wp); c2 = simd.zeros(Wp); c3 = simd.zeros(Wp)
-    else:
-        c0 = simd.load(part, at); c1 = simd.load(part, at + L)
-        c2 = simd.load(part, at + 2 * L); c3 = simd.load(part, at + 3 * L)
-    for k in range(k0, k1):
+    c0 = simd.zeros(Wp); c1 = simd.zeros(Wp); c2 = simd.zeros(Wp); c3 = simd.zeros(Wp)
+    for k in range(K):
         o = base + k * nr
         a = simd.broadcast(xf, r0 + k)
         c0 = simd.fma(a, simd.load(Wp, o), c0); c1 = simd.fma(a, simd.load(Wp, o + L), c1)
@@ -133,16 +118,14 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
     nr = VECTORS * simd.lanes_of(Wp)
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
-    for k0 in range(0, K, BLOCK_K):
-        k1 = min(K, k0 + BLOCK_K)
-        i = i0
-        while i < i1:
-            if i + ROWS <= i1:
-                _tile_4(x, i, k0, k1, Wp, base, part, (i - i0) * nr)
-                i += ROWS
-            else:
-                _tile_1(x, i, k0, k1, Wp, base, part, (i - i0) * nr)
-                i += 1
+    i = i0
+    while i < i1:
+        if i + ROWS <= i1:
+            _tile_4(x, i, Wp, base, part, (i - i0) * nr)
+            i += ROWS
+        else:
+            _tile_1(x, i, Wp, base, part, (i - i0) * nr)
+            i += 1
     if width == nr and (act == RELU or act == LINEAR):  # whole vectors: bias and ReLU in registers
         L = simd.lanes_of(Wp)
         flat = out.ravel()
