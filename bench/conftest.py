@@ -31,7 +31,7 @@ FASTAE = ("cpu", "cpu_out", "compiled", "cuda")
 # user would write it with Generator noise
 PEERS = ("onnxruntime", "torch", "numpy_rng")
 
-# The headline cases, in the order the headline table lists them (each at every thread count)
+# The headline cases, in the order the headline table lists them (each at every thread count)
 BIG_NET, DIGITS_NET = "784-512-256-32-256-512-784", "64-32-16-8-16-32-64"
 HEADLINE = [
     f"AE train step {BIG_NET} b256 bce adam f32",
