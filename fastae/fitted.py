@@ -248,12 +248,15 @@ class FittedModel:
 
     def run_chain(self, part, X, out=None):
         """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out."""
-        from .compiled import chain_into, pool_threads
-        chain_into = getattr(self.engine, "chain_into", chain_into)  # deferred until compiled
-        chain = self._chain(part)
+        try:
+            chain = self._chains[part]
+        except (AttributeError, KeyError):
+            chain = self._chain(part)
+        compiled = _compiled()
+        run = getattr(self.engine, "chain_into", compiled.chain_into)  # deferred until compiled
         result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
-        if not chain_into(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed,
-                          chain.packed_at, pool_threads(), True, X, result):
+        if not run(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,
+                   compiled.pool_threads(), True, X, result):
             raise ValueError("X contains NaN or infinity")
         return result
 
@@ -355,6 +358,18 @@ class FittedModel:
         else:
             eng.ae_pass(*args)
         return (values, grads) if with_grads else values
+
+
+def _compiled():
+    """fastae.compiled, imported on first use (it imports this module)."""
+    global _compiled_module
+    if _compiled_module is None:
+        from . import compiled
+        _compiled_module = compiled
+    return _compiled_module
+
+
+_compiled_module = None
 
 
 def _put(out, values):
