@@ -14,7 +14,6 @@ disk-cached chain function, and allocate their scratch per call: any number of t
 them at once. Each `compiled()` call for a new (part, c_abi) compiles a small wrapper (well under
 a second after the first); the result is cached per fitted state, so asking again is free.
 """
-import os
 import threading
 import weakref
 
@@ -26,6 +25,7 @@ from numba.extending import intrinsic
 
 from .fitted import CHUNK
 from .kernels import cpu, packed
+from .kernels.threads import pool_threads  # noqa: F401  (fitted.py calls it through this module)
 from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU
 from .kernels.jit import cpu_jit
 from .network import _aligned, copy as _aligned_copy
@@ -144,42 +144,6 @@ def _is_null(typingctx, ptr):
     def codegen(context, builder, signature, args):
         return builder.icmp_unsigned("==", args[0], cgutils.get_null_value(args[0].type))
     return types.boolean(ptr), codegen
-
-
-# ---- threads for inference
-
-_pool = {}
-
-
-def pool_threads():
-    """How many of Numba's threads inference may split a layer between: numba.get_num_threads()
-    (NUMBA_NUM_THREADS, numba.set_num_threads) where the threading layer may be entered from
-    several threads at once (omp, tbb), else 1. Numba's workqueue layer aborts the process on
-    concurrent entry, and GNU OpenMP does in a child forked after the parent used it, so those
-    get one thread."""
-    count = _pool.get("count")
-    if count is None:
-        count = _pool["count"] = _threadsafe_count()
-    return count() if count is not None and _pool.get("ok", True) else 1
-
-
-def _threadsafe_count():
-    """numba.get_num_threads without its checks (0.07 us instead of 0.6: this is on the
-    latency path), once the pool is launched; None where the layer is not thread-safe."""
-    try:
-        from numba.np.ufunc import parallel
-        parallel._launch_threads()
-        return parallel._get_num_threads if numba.threading_layer() in ("omp", "tbb") else None
-    except Exception:  # no threading layer at all: serial
-        return None
-
-
-def _after_fork_in_child():
-    if _pool.get("count") is not None and numba.threading_layer() == "omp":
-        _pool["ok"] = False
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- what a part computes, read from the fitted state

@@ -5,11 +5,12 @@ can reuse them from step to step.
 """
 import math
 
+import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
 
-from . import cpu_math
+from . import cpu_math, simd
 from . import elementwise as ew
 from .jit import cpu_jit
 
@@ -240,6 +241,56 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scra
     return bad == zero
 
 
+# The public ops on large batches: the rows split between Numba's threads, each part a contiguous
+# row range through the serial kernel above with its own share of the scratch. Element (i, j) is
+# number i * K + j of the stream wherever it is computed: a part starting at row r draws from the
+# key moved on by r * K / 2 pairs (`part_key`), r * K even, so every thread count gives the same
+# bits. (The training engine calls the serial kernels: its passes run beside BLAS's threads.)
+@cpu_jit
+def part_start(n, k, parts, p):
+    """First row of part p of `parts` (parts: n): p * n // parts, made even when K is odd, so
+    that the part's first number r * K begins a Box-Muller pair."""
+    if p >= parts:
+        return n
+    r = p * n // parts
+    return r - (r & (k & 1))
+
+
+@cpu_jit
+def part_key(key, first):
+    """The stream key whose pair 0 is pair first / 2 of `key` (first even)."""
+    return key + np.uint64(first >> 1) * _GOLDEN
+
+
+@cpu_jit(parallel=True)
+def reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, threads):
+    """reparam_forward over `threads` row ranges at once; scratch holds `threads` equal shares
+    of 3K + 2 entries or more. The same results as one thread, bit for bit."""
+    n, k = mu.shape
+    share = scratch.size // threads
+    failed = 0
+    for p in numba.prange(threads):
+        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
+        ok = reparam_forward(mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part_key(key, r0 * k),
+                             z[r0:r1], kl[r0:r1], scratch[p * share:(p + 1) * share])
+        failed += 0 if ok else 1
+    return failed == 0
+
+
+@cpu_jit(parallel=True)
+def reparam_backward_parallel(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, threads):
+    """reparam_backward over `threads` row ranges at once (as `reparam_forward_parallel`)."""
+    n, k = mu.shape
+    share = scratch.size // threads
+    failed = 0
+    for p in numba.prange(threads):
+        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
+        ok = reparam_backward(dz[r0:r1], mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part_key(key, r0 * k),
+                              beta, dmu[r0:r1], dlogvar[r0:r1], scratch[p * share:(p + 1) * share])
+        failed += 0 if ok else 1
+    return failed == 0
+
+
 @jit
 def mse_loss(pred, target, scale, rows, grad, terms):
     """rows = scale * per-row squared error; grad = d mean(rows) / d pred; `terms` is scratch for
@@ -269,6 +320,7 @@ def _bce_pair(a, t):
 @jit
 def bce_logits_loss(logits, target, scale, rows, grad, terms):
     """rows = scale * per-row BCE of sigmoid(logits); grad = d mean(rows) / d logits."""
+    simd.prefer_wide_vectors()
     n, m = logits.shape
     g_scale = scale / n
     terms = terms[:m]  # the scratch may be longer
