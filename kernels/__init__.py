@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import backend as _backend
+from . import threads as _threads  # noqa: F401  (its fork handler, before Numba's threads start)
 from . import checks as _checks
 from . import elementwise as _ew
 from .backend import backends
@@ -269,18 +270,47 @@ def _kernel_ready(arrays):
 # a smaller scratch (3K + 2, the least the kernels take) means a chunk per row or two.
 _REPARAM_SCRATCH = 4098
 _reparam_scratches = threading.local()
+# From this many elements on, the cpu ops split the rows between Numba's threads. Measured on 2
+# idle cores, float32 forward + backward, 1 -> 2 threads: 5120 elements 39 -> 37 us, 10240
+# 48 -> 44, 16384 59 -> 50, 32768 100 -> 68, 131072 368 -> 192. Split only where it pays well:
+# on a busy machine a parallel region waits for a time slice (ms; see docs/api.md).
+_REPARAM_PARALLEL = 32768
 
 
-def _reparam_scratch(name, k, dtype):
-    """The cpu kernels' scratch, reused from call to call; one per thread, as the kernels run in
-    parallel threads. The cuda kernels take none."""
+def _reparam_scratch(name, k, dtype, parts=1):
+    """The cpu kernels' scratch (`parts` equal shares, one per part of the rows), reused from
+    call to call; one per Python thread, as the ops run in several at once. The cuda kernels
+    take none."""
     if name != "cpu":
         return None
-    size = max(3 * k + 2, _REPARAM_SCRATCH)
+    size = max(3 * k + 2, _REPARAM_SCRATCH) * parts
     scratch = _reparam_scratches.__dict__.get(dtype.char)
     if scratch is None or scratch.size < size:
         scratch = _reparam_scratches.__dict__[dtype.char] = np.empty(size, dtype)
     return scratch
+
+
+def _reparam_parts(name, n, k):
+    """How many of Numba's threads a cpu op splits its rows between: `threads.pool_threads()`
+    (1 where the threading layer may not be entered from several threads, or in a forked child)
+    for batches of `_REPARAM_PARALLEL` elements or more, else 1. Results are the same bits."""
+    if name != "cpu" or n * k < _REPARAM_PARALLEL:
+        return 1
+    from .threads import pool_threads
+    return max(1, min(pool_threads(), n))
+
+
+def _compile_parallel_reparam(backend, x):
+    """Compile (or load) the cpu kernels that large batches split between threads, for x's
+    dtype, without running them; only where the ops would call them (`_reparam_parts`)."""
+    if _backend.resolve(backend, x) != "cpu" or _reparam_parts("cpu", _REPARAM_PARALLEL, 1) < 2:
+        return
+    import numba
+    from . import cpu
+    a, v, key = numba.typeof(x), numba.typeof(x[0]), numba.typeof(np.uint64(0))
+    cpu.reparam_forward_parallel.compile((a, a, a, numba.boolean, key, a, v, v, numba.int64))
+    cpu.reparam_backward_parallel.compile((a, a, a, a, numba.boolean, key, numba.float64, a, a, v,
+                                           numba.int64))
 
 
 def _kernel_found_nonfinite(names, arrays):
@@ -334,8 +364,13 @@ def reparam_forward(mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = No
         return _to_host(host, *impl.reparam_forward(mu, logvar, eps if has_eps else None, seed))
     xp = _backend.array_module(name)
     z, kl = xp.empty_like(mu), xp.empty(mu.shape[0], dtype)
-    if impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl,
-                            _reparam_scratch(name, mu.shape[1], dtype)) is False:
+    parts = _reparam_parts(name, *mu.shape)
+    scratch = _reparam_scratch(name, mu.shape[1], dtype, parts)
+    if parts > 1:
+        ok = impl.reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, parts)
+    else:
+        ok = impl.reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch)
+    if ok is False:
         raise _kernel_found_nonfinite(names, (mu, logvar, eps))
     return _to_host(host, z, kl)
 
@@ -388,8 +423,13 @@ def reparam_backward(dz: ArrayLike, mu: ArrayLike, logvar: ArrayLike, eps: Array
         return _to_host(host, *impl.reparam_backward(dz, mu, logvar, eps if has_eps else None, beta, seed))
     xp = _backend.array_module(name)
     dmu, dlogvar = xp.empty_like(mu), xp.empty_like(mu)
-    if impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar,
-                             _reparam_scratch(name, mu.shape[1], dtype)) is False:
+    parts = _reparam_parts(name, *mu.shape)
+    scratch = _reparam_scratch(name, mu.shape[1], dtype, parts)
+    if parts > 1:
+        ok = impl.reparam_backward_parallel(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, parts)
+    else:
+        ok = impl.reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch)
+    if ok is False:
         raise _kernel_found_nonfinite(names, (dz, mu, logvar, eps))
     return _to_host(host, dmu, dlogvar)
 
@@ -574,6 +614,7 @@ def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
         for eps in (None, x):
             z, _ = reparam_forward(x, x, eps, seed=0, backend=backend)
             reparam_backward(z, x, x, eps, seed=0, backend=backend)
+        _compile_parallel_reparam(backend, x)
         mse_loss(x, x, backend=backend)
         bce_logits_loss(x, np.clip(x, 0, 1), backend=backend)
         p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)

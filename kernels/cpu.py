@@ -168,7 +168,9 @@ def draw_normals(key, start, count, buf):
 
     One branch-free loop over whole Box-Muller pairs, both halves kept: LLVM vectorizes it (a
     pair's hash in 64-bit lanes, its log / sqrt / sincos in float32 or float64 lanes). The hash
-    input key + pair * golden (`elementwise.normal_pair`) steps by an add, not a 64-bit multiply."""
+    input key + pair * golden (`elementwise.normal_pair`) steps by an add, not a 64-bit multiply.
+    In 512-bit vectors (`simd.prefer_wide_vectors`: 243 -> 173 us for 256K float32 numbers)."""
+    simd.prefer_wide_vectors()
     one = in_dtype_of(1.0, buf)
     off = start & 1
     x = key + np.uint64(start >> 1) * _GOLDEN
@@ -185,7 +187,9 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
     """z = mu + exp(logvar / 2) * eps and the per-row KL, over flat chunks of whole rows whose noise
     is drawn into `scratch` (3K + 2 entries of the data dtype at least: a chunk's noise, then its
     KL terms; a larger scratch takes more rows per chunk), so that a training step allocates
-    nothing. Returns False if mu, logvar or (has_eps) eps holds NaN or inf, checked in the same pass."""
+    nothing. Returns False if mu, logvar or (has_eps) eps holds NaN or inf, checked in the same pass.
+    Its loops run in 512-bit vectors, as `draw_normals`' (the exp: 116 -> 81 us for 256K float32)."""
+    simd.prefer_wide_vectors()
     n, k = mu.shape
     m, lv, e, zf = mu.reshape(-1), logvar.reshape(-1), eps.reshape(-1), z.reshape(-1)
     room = (scratch.size - 2) // 2
@@ -218,7 +222,8 @@ def reparam_forward(mu, logvar, eps, has_eps, key, z, kl, scratch):
 def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch):
     """dmu and dlogvar of f(z) + beta * sum(kl), the noise regenerated chunk by chunk into
     `scratch` (3K + 2 entries at least, as the forward). Returns False if dz, mu, logvar or
-    (has_eps) eps holds NaN or inf."""
+    (has_eps) eps holds NaN or inf. In 512-bit vectors, as the forward."""
+    simd.prefer_wide_vectors()
     g, m, lv, e = dz.reshape(-1), mu.reshape(-1), logvar.reshape(-1), eps.reshape(-1)
     dm, dl = dmu.reshape(-1), dlogvar.reshape(-1)
     chunk = (scratch.size - 2) & ~1

@@ -126,7 +126,7 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
         else:
             _tile_1(x, i, Wp, base, part, (i - i0) * nr)
             i += 1
-    if width == nr and (act == RELU or act == LINEAR):  # whole vectors: bias and ReLU in registers
+    if simd.c_layout(out) and width == nr and (act == RELU or act == LINEAR):  # bias, ReLU in registers
         L = simd.lanes_of(Wp)
         flat = out.ravel()
         for i in range(i0, i1):

@@ -170,6 +170,17 @@ def fma(typingctx, a, b, c):
 
 
 @intrinsic
+def c_layout(typingctx, a):
+    """Whether array a is typed C-contiguous, a compile-time constant (a non-C array's ravel()
+    is a copy: vector stores through it would be lost)."""
+    flag = isinstance(a, types.Array) and a.layout == "C"
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.boolean, flag)
+    return types.boolean(a), codegen
+
+
+@intrinsic
 def prefer_wide_vectors(typingctx):
     """Ask LLVM to vectorize the loops of the calling function with 512-bit vectors. On AVX-512
     machines LLVM prefers 256 bits by default (older chips lowered their clock for 512-bit

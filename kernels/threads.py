@@ -5,10 +5,12 @@ process when parallel code is entered from two Python threads at once, and GNU O
 child forked after the parent used it; fastae's kernels are called from any thread and in
 forked workers, so they go parallel only where that is safe, and run on the calling thread
 elsewhere (the same results: the split never changes what a thread computes).
+
+Importing this module does not import Numba (`import fastae` imports it, so that the fork
+handler is in place before anything launches Numba's threads).
 """
 import os
-
-import numba
+import sys
 
 _pool = {}
 
@@ -16,7 +18,7 @@ _pool = {}
 def pool_threads():
     """numba.get_num_threads() (NUMBA_NUM_THREADS, numba.set_num_threads; per calling thread)
     where the threading layer may be entered from several threads at once (omp, tbb), else 1;
-    1 in a process forked after the parent used the omp layer."""
+    1 in a process forked after its parent had launched the omp layer."""
     count = _pool.get("count")
     if count is None:
         count = _pool["count"] = _threadsafe_count()
@@ -27,6 +29,7 @@ def _threadsafe_count():
     """numba.get_num_threads without its checks (0.07 us instead of 0.6: this is on the
     latency path), once the pool is launched; None where the layer is not thread-safe."""
     try:
+        import numba
         from numba.np.ufunc import parallel
         parallel._launch_threads()
         return parallel._get_num_threads if numba.threading_layer() in ("omp", "tbb") else None
@@ -34,9 +37,21 @@ def _threadsafe_count():
         return None
 
 
+def _launched_layer():
+    """The threading layer this process launched (whoever launched it), or None."""
+    if "numba.np.ufunc.parallel" not in sys.modules:
+        return None
+    import numba
+    try:
+        return numba.threading_layer()
+    except ValueError:  # not launched
+        return None
+
+
 def _after_fork_in_child():
-    if _pool.get("count") is not None and numba.threading_layer() == "omp":
+    if _launched_layer() == "omp":
         _pool["ok"] = False
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

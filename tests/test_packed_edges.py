@@ -1,0 +1,91 @@
+"""Edges of the packed cpu inference path: outputs a kernel must not silently drop, and a
+child forked after its parent launched Numba's GNU OpenMP layer.
+
+1. `packed.affine_forward` / `affine_forward_parallel` with an `out` that is not typed
+   C-contiguous (F-ordered, a column slice of a wider buffer): Numba's ravel of such an array is
+   a copy, so vector stores through it would be lost; the kernels refuse it or write it fully.
+2. `pool_threads()` goes serial in a forked child whenever the parent had launched the omp
+   layer, by any means (here `numba.set_num_threads`), since GNU OpenMP kills such a child
+   ("fork() called from a process already using GNU OpenMP").
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+
+import fastae
+from fastae.kernels import packed
+from fastae.kernels.elementwise import RELU
+
+REFUSED = (TypeError, ValueError, AssertionError, numba.core.errors.NumbaError)
+
+
+@pytest.mark.parametrize("kind", ["F-ordered", "column slice"])
+@pytest.mark.parametrize("threads", [0, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_forward_never_silently_drops_results_in_a_non_c_out(rng, kind, threads, dtype):
+    act = RELU
+    n, k = 5, 7
+    m = packed.panel_width(dtype)  # one whole panel: the vector epilogue
+    x = rng.standard_normal((n, k)).astype(dtype)
+    W = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    Wp = np.empty(packed.packed_size(m, k, dtype), dtype)
+    packed.pack(W, Wp)
+    want = np.empty((n, m), dtype)
+    packed.affine_forward(x, Wp, b, act, want)
+    if kind == "F-ordered":
+        out = np.full((n, m), np.nan, dtype, order="F")
+    else:
+        out = np.full((n, m + 3), np.nan, dtype)[:, :m]
+    try:
+        if threads:
+            packed.affine_forward_parallel(x, Wp, b, act, out, threads)
+        else:
+            packed.affine_forward(x, Wp, b, act, out)
+    except REFUSED:
+        return  # refusing the array is fine; returning with out unwritten is not
+    np.testing.assert_array_equal(out, want)
+
+
+_FORK_CHILD = textwrap.dedent("""
+    import os, sys
+    import numba
+    import numpy as np
+    import fastae
+    model = fastae.load(sys.argv[1])
+    X = np.load(sys.argv[2])
+    numba.set_num_threads(2)  # launches Numba's threading layer; no fastae inference yet
+    if numba.threading_layer() != "omp":
+        sys.exit(77)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            model.transform(X)  # large enough to split layers between threads
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        print("child killed by signal", os.WTERMSIG(status))
+        sys.exit(1)
+    sys.exit(os.WEXITSTATUS(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_path, rng):
+    X = rng.uniform(size=(2000, 80)).astype(np.float32)
+    model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
+    model.save(tmp_path / "model.npz")
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
+    run = subprocess.run([sys.executable, "-c", _FORK_CHILD, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    if run.returncode == 77:
+        pytest.skip("Numba's threading layer here is not omp")
+    assert run.returncode == 0, run.stdout + run.stderr
