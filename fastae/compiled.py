@@ -25,6 +25,7 @@ from numba.extending import intrinsic
 
 from .fitted import CHUNK
 from .kernels import cpu, packed
+from .kernels import threads
 from .kernels.threads import pool_threads  # noqa: F401  (fitted.py calls it through this module)
 from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU
 from .kernels.jit import cpu_jit
@@ -60,6 +61,8 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
     threads run. With `check`, returns False having written nothing when x holds NaN or inf
     (else True)."""
     n_layers = layout.shape[0]
+    if n_layers < 1 or layout.shape[1] != 4 or acts.shape[0] != n_layers or prox.shape[0] != 2:
+        raise ValueError("layout, acts and prox do not describe a chain of layers")
     prox_at, nonneg = prox[0], prox[1] != 0
     if x.shape[1] != layout[0, 2]:
         raise ValueError("x has the wrong number of columns for this model")
@@ -296,6 +299,7 @@ class _TwoStep:
 def build(state, part, c_abi=False):
     """A new compiled function for one part of a fitted state (no caching: see `compiled`)."""
     check_part(part)
+    threads.launch()  # the chain's cached code holds a parallel kernel: Numba's pool must be up
     if hasattr(state, "components") and part == "reconstruct":
         enc, dtype = _program(state, "encode")
         program = _TwoStep(enc, _program(state, "decode")[0])

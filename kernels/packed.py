@@ -167,6 +167,8 @@ def _check(x, Wp, b, out):
     nr = VECTORS * simd.lanes_of(Wp)
     if out.shape[0] != n or b.size != m or Wp.size != -(-m // nr) * nr * K:
         raise ValueError("affine_forward: shapes do not match the packed weights")
+    if not simd.c_layout(x):  # the tiles read x as one flat buffer: any other layout is a copy each time
+        raise ValueError("affine_forward: x must be C-contiguous")
 
 
 @cpu_jit

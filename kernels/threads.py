@@ -55,3 +55,15 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+# Already launched when fastae is first imported: this process may be a child forked after its
+# parent launched the layer (no handler of ours ran then; the two cannot be told apart), so stay
+# serial under omp. (Only where something launched Numba's threads before `import fastae`.)
+if _launched_layer() == "omp":
+    _pool["ok"] = False
+
+
+def launch():
+    """Start Numba's thread pool now (a no-op once started). Cached machine code that contains a
+    parallel kernel expects the pool to be running (Numba does not start it when it loads such
+    code from the disk cache), so every entry into that code launches first."""
+    pool_threads()

@@ -6,7 +6,8 @@ child forked after its parent launched Numba's GNU OpenMP layer.
    a copy, so vector stores through it would be lost; the kernels refuse it or write it fully.
 2. `pool_threads()` goes serial in a forked child whenever the parent had launched the omp
    layer, by any means (here `numba.set_num_threads`), since GNU OpenMP kills such a child
-   ("fork() called from a process already using GNU OpenMP").
+   ("fork() called from a process already using GNU OpenMP"), also where the parent never
+   imported fastae (the child imports it after the fork: it finds the layer launched at import).
 """
 import os
 import subprocess
@@ -86,6 +87,43 @@ def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_pa
     env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
     run = subprocess.run([sys.executable, "-c", _FORK_CHILD, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
                          env=env, capture_output=True, text=True, timeout=600)
+    if run.returncode == 77:
+        pytest.skip("Numba's threading layer here is not omp")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+_FORK_BEFORE_IMPORT = textwrap.dedent("""
+    import os, sys
+    import numba
+    numba.set_num_threads(2)  # the parent launches Numba's threads and never imports fastae
+    if numba.threading_layer() != "omp":
+        sys.exit(77)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import numpy as np
+            import fastae
+            fastae.load(sys.argv[1]).transform(np.load(sys.argv[2]))  # large enough to split layers
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        print("child killed by signal", os.WTERMSIG(status))
+        sys.exit(1)
+    sys.exit(os.WEXITSTATUS(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_transform_in_a_forked_child_that_imports_fastae_after_the_fork(tmp_path, rng):
+    X = rng.uniform(size=(2000, 80)).astype(np.float32)
+    model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
+    model.save(tmp_path / "model.npz")
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
+    run = subprocess.run([sys.executable, "-c", _FORK_BEFORE_IMPORT, str(tmp_path / "model.npz"),
+                          str(tmp_path / "X.npy")], env=env, capture_output=True, text=True, timeout=600)
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
     assert run.returncode == 0, run.stdout + run.stderr
