@@ -21,8 +21,8 @@ import numba
 import numpy as np
 
 from . import simd
-from .cpu import activate
-from .elementwise import LINEAR, RELU
+from .cpu import activate, exp_like, in_dtype_of
+from .elementwise import LINEAR, RELU, SIGMOID
 from .jit import cpu_jit
 
 ROWS = 4          # rows of a register tile
@@ -113,6 +113,7 @@ def _tile_1(x, i, Wp, base, part, at):
 def _block(x, Wp, b, act, out, i0, i1, p, part):
     """Rows i0 .. i1 - 1 (at most BLOCK_ROWS), outputs p * NR ..: register tiles, then bias and
     activation on the way out."""
+    simd.prefer_wide_vectors()
     K = x.shape[1]
     m = out.shape[1]
     nr = VECTORS * simd.lanes_of(Wp)
@@ -134,6 +135,16 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
             for v in range(VECTORS):
                 y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
                 simd.store(flat, o + v * L, simd.relu(y) if act == RELU else y)
+        return
+    if act == SIGMOID:  # an output layer: its own loop, so that LLVM vectorizes the exp
+        one = in_dtype_of(1.0, part)
+        for i in range(i0, i1):
+            at = (i - i0) * nr
+            for c in range(width):
+                v = part[at + c] + b[first + c]
+                e = exp_like(-abs(v))
+                s = one / (one + e)
+                out[i, first + c] = s if v >= 0 else e * s
         return
     for i in range(i0, i1):
         at = (i - i0) * nr
