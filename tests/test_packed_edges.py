@@ -53,57 +53,24 @@ def test_packed_forward_never_silently_drops_results_in_a_non_c_out(rng, kind, t
     np.testing.assert_array_equal(out, want)
 
 
-_FORK_CHILD = textwrap.dedent("""
+# The parent launches Numba's threads (here by numba.set_num_threads, as any Numba code may) and
+# forks; the child runs a transform large enough to split layers between threads. `IMPORT_FIRST`:
+# the parent imported fastae (and loaded the model) before launching; else only the child does.
+_FORK = textwrap.dedent("""
     import os, sys
     import numba
     import numpy as np
-    import fastae
-    model = fastae.load(sys.argv[1])
-    X = np.load(sys.argv[2])
-    numba.set_num_threads(2)  # launches Numba's threading layer; no fastae inference yet
+    if sys.argv[3] == "1":
+        import fastae
+        model = fastae.load(sys.argv[1])
+    numba.set_num_threads(2)
     if numba.threading_layer() != "omp":
         sys.exit(77)
     pid = os.fork()
     if pid == 0:
         try:
-            model.transform(X)  # large enough to split layers between threads
-        except BaseException:
-            os._exit(3)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        print("child killed by signal", os.WTERMSIG(status))
-        sys.exit(1)
-    sys.exit(os.WEXITSTATUS(status))
-""")
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_path, rng):
-    X = rng.uniform(size=(2000, 80)).astype(np.float32)
-    model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
-    model.save(tmp_path / "model.npz")
-    np.save(tmp_path / "X.npy", X)
-    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
-    run = subprocess.run([sys.executable, "-c", _FORK_CHILD, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    if run.returncode == 77:
-        pytest.skip("Numba's threading layer here is not omp")
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
-_FORK_BEFORE_IMPORT = textwrap.dedent("""
-    import os, sys
-    import numba
-    numba.set_num_threads(2)  # the parent launches Numba's threads and never imports fastae
-    if numba.threading_layer() != "omp":
-        sys.exit(77)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            import numpy as np
             import fastae
-            fastae.load(sys.argv[1]).transform(np.load(sys.argv[2]))  # large enough to split layers
+            fastae.load(sys.argv[1]).transform(np.load(sys.argv[2]))
         except BaseException:
             os._exit(3)
         os._exit(0)
@@ -116,14 +83,15 @@ _FORK_BEFORE_IMPORT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_transform_in_a_forked_child_that_imports_fastae_after_the_fork(tmp_path, rng):
+@pytest.mark.parametrize("import_first", [True, False], ids=["parent-imported-fastae", "child-imports-fastae"])
+def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_path, rng, import_first):
     X = rng.uniform(size=(2000, 80)).astype(np.float32)
     model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
     model.save(tmp_path / "model.npz")
     np.save(tmp_path / "X.npy", X)
     env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
-    run = subprocess.run([sys.executable, "-c", _FORK_BEFORE_IMPORT, str(tmp_path / "model.npz"),
-                          str(tmp_path / "X.npy")], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", _FORK, str(tmp_path / "model.npz"), str(tmp_path / "X.npy"),
+                          "1" if import_first else "0"], env=env, capture_output=True, text=True, timeout=600)
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
     assert run.returncode == 0, run.stdout + run.stderr
