@@ -41,20 +41,18 @@ def packed_size(m, k, dtype):
     return -(-m // nr) * nr * k
 
 
-@cpu_jit
 def pack(W, out):
-    """W (m, K) into panels (see the module docstring); out must hold packed_size(m, K) entries."""
+    """W (m, K) into panels (see the module docstring), in NumPy (done once per fitted model: no
+    compile on the way to a first transform); out must hold packed_size(m, K) entries."""
+    W = np.asarray(W)
     m, K = W.shape
-    nr = VECTORS * simd.lanes_of(W)
+    nr = panel_width(W.dtype)
     panels = -(-m // nr)
-    if out.size != panels * nr * K:
-        raise ValueError("out has the wrong size for the packed weights")
-    for p in range(panels):
-        for k in range(K):
-            row = (p * K + k) * nr
-            for c in range(nr):
-                j = p * nr + c
-                out[row + c] = W[j, k] if j < m else W.dtype.type(0)
+    if out.ndim != 1 or out.size != panels * nr * K or out.dtype != W.dtype:
+        raise ValueError("out has the wrong size or dtype for the packed weights")
+    padded = np.zeros((panels * nr, K), W.dtype)
+    padded[:m] = W
+    out[:] = padded.reshape(panels, nr, K).transpose(0, 2, 1).reshape(-1)
 
 
 @cpu_jit
