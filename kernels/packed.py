@@ -17,12 +17,14 @@ the thread: results do not depend on the batch a row comes in or on the number o
 `affine_forward_parallel` splits the panels between Numba's threads (the caller checks that the
 threading layer is one that may be entered from several threads at once).
 """
+import math
+
 import numba
 import numpy as np
 
 from . import simd
-from .cpu import activate, exp_like, in_dtype_of
-from .elementwise import LINEAR, RELU, SIGMOID
+from .cpu import exp_like, in_dtype_of
+from .elementwise import LINEAR, RELU, SIGMOID, TANH
 from .jit import cpu_jit
 
 ROWS = 4          # rows of a register tile
@@ -134,20 +136,26 @@ def _block(x, Wp, b, act, out, i0, i1, p, part):
                 y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
                 simd.store(flat, o + v * L, simd.relu(y) if act == RELU else y)
         return
-    if act == SIGMOID:  # an output layer: its own loop, so that LLVM vectorizes the exp
-        one = in_dtype_of(1.0, part)
-        for i in range(i0, i1):
-            at = (i - i0) * nr
-            for c in range(width):
-                v = part[at + c] + b[first + c]
-                e = exp_like(-abs(v))
-                s = one / (one + e)
-                out[i, first + c] = s if v >= 0 else e * s
-        return
+    # one loop per activation (each vectorizes; `elementwise.activate` holds all four)
+    one = in_dtype_of(1.0, part)
     for i in range(i0, i1):
         at = (i - i0) * nr
-        for c in range(width):
-            out[i, first + c] = activate(part[at + c] + b[first + c], act)
+        if act == SIGMOID:
+            for c in range(width):
+                v = part[at + c] + b[first + c]
+                e = exp_like(-abs(v))  # never overflows
+                s = one / (one + e)
+                out[i, first + c] = s if v >= 0 else e * s
+        elif act == TANH:
+            for c in range(width):
+                out[i, first + c] = math.tanh(part[at + c] + b[first + c])
+        elif act == RELU:
+            for c in range(width):
+                v = part[at + c] + b[first + c]
+                out[i, first + c] = v if v > 0 else v - v
+        else:
+            for c in range(width):
+                out[i, first + c] = part[at + c] + b[first + c]
 
 
 @cpu_jit
