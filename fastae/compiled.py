@@ -102,7 +102,7 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
                 o = ((l - 1) % 2) * slot
                 src = work[o:o + m * inp].reshape((m, inp))
             Wp = packed_w[packed_at[l]:packed_at[l + 1]]
-            if threads > 1 and m * width * inp >= PARALLEL_WORK:
+            if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
                 packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
             else:
                 packed.affine_forward(src, Wp, bias, acts[l], dst)

@@ -168,6 +168,12 @@ def _panels(x, Wp, b, act, out, p0, p1, part):
 
 
 @cpu_jit(inline="always")
+def panel_count(Wp, k):
+    """Panels of packed weights Wp with k inputs (a layer of one panel has nothing to split)."""
+    return Wp.size // (k * VECTORS * simd.lanes_of(Wp)) if k > 0 else 0
+
+
+@cpu_jit(inline="always")
 def aligned_empty(n, like):
     """n entries of like's dtype starting on a 64-byte boundary (a cache line: vector loads and
     stores that straddle two lines run at half speed)."""
