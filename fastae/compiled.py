@@ -26,7 +26,6 @@ from numba.extending import intrinsic
 from .fitted import CHUNK
 from .kernels import cpu, packed
 from .kernels import threads
-from .kernels.threads import pool_threads  # noqa: F401  (fitted.py calls it through this module)
 from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU
 from .kernels.jit import cpu_jit
 from .network import _aligned, copy as _aligned_copy

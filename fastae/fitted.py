@@ -16,6 +16,7 @@ import numpy as np
 from . import engine
 from .kernels import backend as _backend
 from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
+from .kernels.threads import pool_threads
 from . import network
 from .network import Network
 
@@ -256,7 +257,7 @@ class FittedModel:
         run = getattr(self.engine, "chain_into", compiled.chain_into)  # deferred until compiled
         result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
         if not run(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,
-                   compiled.pool_threads(), True, X, result):
+                   pool_threads(), True, X, result):
             raise ValueError("X contains NaN or infinity")
         return result
 

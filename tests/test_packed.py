@@ -88,7 +88,7 @@ def test_inference_of_a_row_is_the_same_in_any_batch_and_thread_count(rng):
     """What a pipeline relies on: transform(X)[i] is transform(X[i:i + 1]) bit for bit, with one
     thread or two (the compiled() function, always one thread, agrees too)."""
     import numba
-    from fastae import compiled
+    from fastae.kernels.threads import pool_threads
     X = rng.uniform(size=(300, 784)).astype(np.float32)
     model = fastae.Autoencoder(hidden=(512, 256), code=32, epochs=1, batch_size=100, seed=0).fit(X)
     whole = model.reconstruct(X)
@@ -104,4 +104,4 @@ def test_inference_of_a_row_is_the_same_in_any_batch_and_thread_count(rng):
     f, out = model.compiled("reconstruct"), np.empty_like(whole)
     f(X, out)
     np.testing.assert_array_equal(out, whole)
-    assert compiled.pool_threads() >= 1
+    assert pool_threads() >= 1
