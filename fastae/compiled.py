@@ -35,7 +35,7 @@ PARTS = ("encode", "decode", "reconstruct")
 PARALLEL_WORK = 100000  # multiply-adds of a layer worth splitting between threads (~5 us)
 
 # return codes of the C ABI function
-OK, BAD_ROWS, NULL_POINTER = 0, 1, 2
+OK, BAD_ROWS, NULL_POINTER, OVERLAP = 0, 1, 2, 3
 
 
 def check_part(part):
@@ -135,6 +135,14 @@ def pca_into(M, shift, add, x, out):
         for i in range(m):
             for j in range(k):
                 out[start + i, j] = y[i, j] + add[j]
+
+
+@cpu_jit(inline="always")
+def _overlaps(x, out):
+    """Whether the memory of x and out intersects (rows are processed in chunks: a result written
+    over rows not read yet would be read back as input)."""
+    a, b = x.ctypes.data, out.ctypes.data
+    return x.size > 0 and out.size > 0 and a < b + out.nbytes and b < a + x.nbytes
 
 
 @intrinsic
@@ -242,6 +250,8 @@ def _body(program, c_abi):
 
         # one thread: a host calling from many threads, or from a forked child, needs no pool
         def run(x, out):
+            if _overlaps(x, out):
+                raise ValueError("out must not overlap x")
             chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
 
         def c_run(x_ptr, n_rows, out_ptr):
@@ -249,13 +259,17 @@ def _body(program, c_abi):
                 return BAD_ROWS
             if _is_null(x_ptr) or _is_null(out_ptr):
                 return NULL_POINTER
-            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False,
-                       numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out)))
+            x, out = numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out))
+            if _overlaps(x, out):
+                return OVERLAP
+            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
             return OK
     elif isinstance(program, _Affine):
         M, shift, add = program.M, program.shift, program.add
 
         def run(x, out):
+            if _overlaps(x, out):
+                raise ValueError("out must not overlap x")
             pca_into(M, shift, add, x, out)
 
         def c_run(x_ptr, n_rows, out_ptr):
@@ -263,7 +277,10 @@ def _body(program, c_abi):
                 return BAD_ROWS
             if _is_null(x_ptr) or _is_null(out_ptr):
                 return NULL_POINTER
-            pca_into(M, shift, add, numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out)))
+            x, out = numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out))
+            if _overlaps(x, out):
+                return OVERLAP
+            pca_into(M, shift, add, x, out)
             return OK
     else:  # PCA reconstruct: transform then inverse_transform, each rounded to the model dtype
         # as PCA.reconstruct does

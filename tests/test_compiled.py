@@ -255,6 +255,24 @@ def test_bad_arguments_c_abi(dtype, fitted, digits):
     assert proto(x.ctypes.data_as(P), 0, out.ctypes.data_as(P)) == 0
 
 
+@pytest.mark.parametrize("name", ["sparse", "pca"])
+def test_overlapping_x_and_out_are_refused(name, fitted):
+    """Rows go in chunks, so a result written over input rows not read yet would corrupt later
+    rows: the function refuses overlap (ValueError; the C function returns 3) and writes nothing."""
+    model = fitted(name, "float32")
+    d = model.n_features_in_
+    width = model.transform(np.zeros((1, d), np.float32)).shape[1]
+    n = 9000  # more than two chunks of 4096 rows
+    buf = np.random.default_rng(0).uniform(size=n * d + width).astype(np.float32)
+    x = buf[:n * d].reshape(n, d)
+    out = buf[width:width + n * width].reshape(n, width)  # starts inside x
+    before = buf.copy()
+    with pytest.raises(ValueError, match="overlap"):
+        model.compiled()(x, out)
+    assert c_call(model.compiled(c_abi=True), "float32")(x, out) == 3
+    np.testing.assert_array_equal(buf, before)
+
+
 def test_bad_part_and_unfitted(fitted):
     for part in ["encoder", None, "", 3]:
         with pytest.raises(ValueError, match="part") as info:
