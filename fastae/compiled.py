@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 from .fitted import CHUNK
 from .kernels import cpu, packed
 from .kernels import threads
-from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU
+from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU, SIGMOID, TANH
 from .kernels.jit import cpu_jit
 from .network import _aligned, copy as _aligned_copy
 
@@ -84,7 +84,9 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
     for l in range(n_layers - 1):
         widest = max(widest, layout[l, 1])
     slot = -(-(rows * widest) // 16) * 16  # each buffer starts on a 64-byte boundary
-    work = packed.aligned_empty(2 * slot, params)
+    work = packed.scratch(2 * slot, params)
+    nr = packed.panel_outputs(params)
+    part = packed.scratch(packed.BLOCK_ROWS * nr, params)
     for start in range(0, n, rows):
         m = min(rows, n - start)
         xc = x[start:start + m]
@@ -103,8 +105,10 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
             Wp = packed_w[packed_at[l]:packed_at[l + 1]]
             if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
                 packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
-            else:
-                packed.affine_forward(src, Wp, bias, acts[l], dst)
+            else:  # what affine_forward does, with one scratch for every layer
+                packed.panels_into(src, Wp, bias, acts[l] == RELU, dst, part, 0, -(-width // nr))
+                if acts[l] == SIGMOID or acts[l] == TANH:
+                    packed.activate_rows(dst, acts[l], 0, m)
             if l == prox_at:
                 flat = dst.ravel()
                 cpu.l1_prox(flat, l1, nonneg, flat)

@@ -16,15 +16,24 @@ Each output is one fused multiply-add chain over k in order, whatever the row co
 the thread: results do not depend on the batch a row comes in or on the number of threads.
 `affine_forward_parallel` splits the panels between Numba's threads (the caller checks that the
 threading layer is one that may be entered from several threads at once).
+
+Compile time is part of the design: a first `transform` on a new machine compiles exactly one
+function, `panels_into` (the tiles are LLVM IR written directly, so Numba has little to type;
+LINEAR and ReLU are applied in the panels, sigmoid and tanh by `activate_rows`, compiled only
+for a model that has them).
 """
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils, config
+from numba.extending import intrinsic, register_jitable
 
 from . import simd
 from .cpu import exp_like, in_dtype_of
-from .elementwise import LINEAR, RELU, SIGMOID, TANH
+from .elementwise import RELU, SIGMOID, TANH
 from .jit import cpu_jit
 
 ROWS = 4          # rows of a register tile
@@ -57,130 +66,98 @@ def pack(W, out):
     out[:] = padded.reshape(panels, nr, K).transpose(0, 2, 1).reshape(-1)
 
 
-@cpu_jit
-def _tile_4(x, i, Wp, base, part, at):
-    """part[at + r * NR + c] = sum_k x[i + r, k] * panel[k, c] for 4 rows."""
-    K = x.shape[1]
-    L = simd.lanes_of(Wp)
-    nr = VECTORS * L
-    xf = x.ravel()
-    r0 = i * K
-    o1, o2, o3 = at + nr, at + 2 * nr, at + 3 * nr
-    c00 = simd.zeros(Wp); c01 = simd.zeros(Wp); c02 = simd.zeros(Wp); c03 = simd.zeros(Wp)
-    c10 = simd.zeros(Wp); c11 = simd.zeros(Wp); c12 = simd.zeros(Wp); c13 = simd.zeros(Wp)
-    c20 = simd.zeros(Wp); c21 = simd.zeros(Wp); c22 = simd.zeros(Wp); c23 = simd.zeros(Wp)
-    c30 = simd.zeros(Wp); c31 = simd.zeros(Wp); c32 = simd.zeros(Wp); c33 = simd.zeros(Wp)
-    for k in range(K):
-        o = base + k * nr
-        w0 = simd.load(Wp, o); w1 = simd.load(Wp, o + L); w2 = simd.load(Wp, o + 2 * L); w3 = simd.load(Wp, o + 3 * L)
-        a = simd.broadcast(xf, r0 + k)
-        c00 = simd.fma(a, w0, c00); c01 = simd.fma(a, w1, c01); c02 = simd.fma(a, w2, c02); c03 = simd.fma(a, w3, c03)
-        a = simd.broadcast(xf, r0 + K + k)
-        c10 = simd.fma(a, w0, c10); c11 = simd.fma(a, w1, c11); c12 = simd.fma(a, w2, c12); c13 = simd.fma(a, w3, c13)
-        a = simd.broadcast(xf, r0 + 2 * K + k)
-        c20 = simd.fma(a, w0, c20); c21 = simd.fma(a, w1, c21); c22 = simd.fma(a, w2, c22); c23 = simd.fma(a, w3, c23)
-        a = simd.broadcast(xf, r0 + 3 * K + k)
-        c30 = simd.fma(a, w0, c30); c31 = simd.fma(a, w1, c31); c32 = simd.fma(a, w2, c32); c33 = simd.fma(a, w3, c33)
-    simd.store(part, at, c00); simd.store(part, at + L, c01)
-    simd.store(part, at + 2 * L, c02); simd.store(part, at + 3 * L, c03)
-    simd.store(part, o1, c10); simd.store(part, o1 + L, c11)
-    simd.store(part, o1 + 2 * L, c12); simd.store(part, o1 + 3 * L, c13)
-    simd.store(part, o2, c20); simd.store(part, o2 + L, c21)
-    simd.store(part, o2 + 2 * L, c22); simd.store(part, o2 + 3 * L, c23)
-    simd.store(part, o3, c30); simd.store(part, o3 + L, c31)
-    simd.store(part, o3 + 2 * L, c32); simd.store(part, o3 + 3 * L, c33)
+def _tile(rows):
+    """An intrinsic tile(xf, r0, K, Wp, base, part, at): for the `rows` rows of x starting at flat
+    offset r0 (xf: x raveled, K columns) and the panel at Wp[base:], part[at + r * NR + c] =
+    sum_k xf[r0 + r * K + k] * Wp[base + k * NR + c], each output one FMA chain in k order.
+
+    Written as LLVM IR rather than Numba code: the tile is 4 * rows named accumulators and 16
+    multiply-adds per k, which Numba types and lowers call by call (0.5 s of a cold start); as IR
+    it costs nothing before LLVM. The accumulators are stack slots that LLVM promotes to vector
+    registers (16 zmm for 4 rows). Under NUMBA_BOUNDSCHECK it raises IndexError unless every
+    access lies inside its array."""
+
+    @intrinsic
+    def tile(typingctx, xf, r0, K, Wp, base, part, at):
+        arrays, indices = (xf, Wp, part), (r0, K, base, at)
+        if not (all(simd.is_vector_array(a) and a.dtype == Wp.dtype for a in arrays)
+                and all(isinstance(i, types.Integer) for i in indices)):
+            return None
+        vt = simd.Vector(Wp.dtype)
+        L = vt.lanes
+
+        def codegen(context, builder, sig, args):
+            xa, wa, pa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 5))
+            r0, K, base, at = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 6))
+            intp = context.get_value_type(types.intp)
+            const = lambda n: ir.Constant(intp, n)
+            nr = const(VECTORS * L)
+            if config.BOUNDSCHECK:
+                simd.check_span(context, builder, xa, r0, builder.mul(K, const(rows)))
+                simd.check_span(context, builder, wa, base, builder.mul(K, nr))
+                simd.check_span(context, builder, pa, at, const(rows * VECTORS * L))
+            vty = context.get_value_type(vt)
+            vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
+            align = Wp.dtype.bitwidth // 8
+            acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(VECTORS)]
+                   for _ in range(rows)]
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                                 f"llvm.fma.v{L}f{Wp.dtype.bitwidth}")
+            with cgutils.for_range(builder, K) as loop:
+                k = loop.index
+                o = builder.add(base, builder.mul(k, nr))
+                w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(VECTORS)]
+                for r in range(rows):
+                    a = simd.splat(builder, builder.load(builder.gep(xa.data, [
+                        builder.add(builder.add(r0, builder.mul(K, const(r))), k)])), vty)
+                    for v in range(VECTORS):
+                        builder.store(builder.call(fma, [a, w[v], builder.load(acc[r][v])]), acc[r][v])
+            for r in range(rows):
+                for v in range(VECTORS):
+                    builder.store(builder.load(acc[r][v]), vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
+                                  align=align)
+            return context.get_dummy_value()
+        return types.none(xf, r0, K, Wp, base, part, at), codegen
+    return tile
 
 
-@cpu_jit
-def _tile_1(x, i, Wp, base, part, at):
-    """_tile_4 for one row (the same chain per output)."""
-    K = x.shape[1]
-    L = simd.lanes_of(Wp)
-    nr = VECTORS * L
-    xf = x.ravel()
-    r0 = i * K
-    c0 = simd.zeros(Wp); c1 = simd.zeros(Wp); c2 = simd.zeros(Wp); c3 = simd.zeros(Wp)
-    for k in range(K):
-        o = base + k * nr
-        a = simd.broadcast(xf, r0 + k)
-        c0 = simd.fma(a, simd.load(Wp, o), c0); c1 = simd.fma(a, simd.load(Wp, o + L), c1)
-        c2 = simd.fma(a, simd.load(Wp, o + 2 * L), c2); c3 = simd.fma(a, simd.load(Wp, o + 3 * L), c3)
-    simd.store(part, at, c0); simd.store(part, at + L, c1)
-    simd.store(part, at + 2 * L, c2); simd.store(part, at + 3 * L, c3)
+_tile_4 = _tile(ROWS)
+_tile_1 = _tile(1)
 
 
 @cpu_jit(inline="always")
-def _block(x, Wp, b, act, out, i0, i1, p, part):
-    """Rows i0 .. i1 - 1 (at most BLOCK_ROWS), outputs p * NR ..: register tiles, then bias and
-    activation on the way out."""
+def _block(x, Wp, b, relu, out, i0, i1, p, part):
+    """Rows i0 .. i1 - 1 (at most BLOCK_ROWS), outputs p * NR ..: register tiles, then the bias
+    (and ReLU when `relu`) on the way out."""
     simd.prefer_wide_vectors()
     K = x.shape[1]
     m = out.shape[1]
     nr = VECTORS * simd.lanes_of(Wp)
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
+    xf = x.ravel()
     i = i0
     while i < i1:
         if i + ROWS <= i1:
-            _tile_4(x, i, Wp, base, part, (i - i0) * nr)
+            _tile_4(xf, i * K, K, Wp, base, part, (i - i0) * nr)
             i += ROWS
         else:
-            _tile_1(x, i, Wp, base, part, (i - i0) * nr)
+            _tile_1(xf, i * K, K, Wp, base, part, (i - i0) * nr)
             i += 1
-    if simd.c_layout(out) and width == nr and (act == RELU or act == LINEAR):  # bias, ReLU in registers
+    if simd.c_layout(out) and width == nr:  # bias and ReLU in registers
         L = simd.lanes_of(Wp)
         flat = out.ravel()
         for i in range(i0, i1):
             at, o = (i - i0) * nr, i * m + first
             for v in range(VECTORS):
                 y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
-                simd.store(flat, o + v * L, simd.relu(y) if act == RELU else y)
+                simd.store(flat, o + v * L, simd.relu(y) if relu else y)
         return
-    # one loop per activation (each vectorizes; `elementwise.activate` holds all four)
-    one = in_dtype_of(1.0, part)
     for i in range(i0, i1):
         at = (i - i0) * nr
-        if act == SIGMOID:
-            for c in range(width):
-                v = part[at + c] + b[first + c]
-                e = exp_like(-abs(v))  # never overflows
-                s = one / (one + e)
-                out[i, first + c] = s if v >= 0 else e * s
-        elif act == TANH:
-            for c in range(width):
-                out[i, first + c] = math.tanh(part[at + c] + b[first + c])
-        elif act == RELU:
-            for c in range(width):
-                v = part[at + c] + b[first + c]
-                out[i, first + c] = v if v > 0 else v - v
-        else:
-            for c in range(width):
-                out[i, first + c] = part[at + c] + b[first + c]
-
-
-@cpu_jit
-def _panels(x, Wp, b, act, out, p0, p1, part):
-    """Panels p0 .. p1 - 1 for every row, BLOCK_ROWS rows at a time."""
-    n = x.shape[0]
-    for i0 in range(0, n, BLOCK_ROWS):
-        for p in range(p0, p1):
-            _block(x, Wp, b, act, out, i0, min(n, i0 + BLOCK_ROWS), p, part)
-
-
-@cpu_jit(inline="always")
-def panel_count(Wp, k):
-    """Panels of packed weights Wp with k inputs (a layer of one panel has nothing to split)."""
-    return Wp.size // (k * VECTORS * simd.lanes_of(Wp)) if k > 0 else 0
-
-
-@cpu_jit(inline="always")
-def aligned_empty(n, like):
-    """n entries of like's dtype starting on a 64-byte boundary (a cache line: vector loads and
-    stores that straddle two lines run at half speed)."""
-    lanes = simd.lanes_of(like)
-    buf = np.empty(n + lanes, like.dtype)
-    skip = ((-buf.ctypes.data) % 64) // buf.itemsize
-    return buf[skip:skip + n]
+        for c in range(width):
+            y = part[at + c] + b[first + c]
+            out[i, first + c] = (y if y > 0 else y - y) if relu else y
 
 
 @cpu_jit(inline="always")
@@ -195,11 +172,67 @@ def _check(x, Wp, b, out):
 
 
 @cpu_jit
-def affine_forward(x, Wp, b, act, out):
-    """out = act(x @ W.T + b) with W packed by `pack` (one thread)."""
+def panels_into(x, Wp, b, relu, out, part, p0, p1):
+    """Outputs p0 * NR .. p1 * NR - 1 (panels p0 .. p1 - 1) of x @ W.T + b, with ReLU when
+    `relu`, into out, BLOCK_ROWS rows at a time; part is scratch of at least BLOCK_ROWS * NR
+    entries (see `scratch`). The one compiled unit of a layer: what a first transform compiles."""
     _check(x, Wp, b, out)
     nr = VECTORS * simd.lanes_of(Wp)
-    _panels(x, Wp, b, act, out, 0, -(-out.shape[1] // nr), aligned_empty(BLOCK_ROWS * nr, Wp))
+    if part.size < BLOCK_ROWS * nr or p0 < 0 or p1 > -(-out.shape[1] // nr):
+        raise ValueError("affine_forward: scratch too small or panels out of range")
+    n = x.shape[0]
+    for i0 in range(0, n, BLOCK_ROWS):
+        for p in range(p0, p1):
+            _block(x, Wp, b, relu, out, i0, min(n, i0 + BLOCK_ROWS), p, part)
+
+
+@cpu_jit
+def activate_rows(out, act, i0, i1):
+    """Rows i0 .. i1 - 1 of out = act(out) in place, for SIGMOID and TANH (the panels apply
+    LINEAR and ReLU themselves). A layer's result is the same bits as with the activation fused:
+    the same rounded pre-activation goes through the same formula."""
+    simd.prefer_wide_vectors()
+    one = in_dtype_of(1.0, out)
+    for i in range(i0, i1):
+        if act == SIGMOID:
+            for c in range(out.shape[1]):
+                v = out[i, c]
+                e = exp_like(-abs(v))  # never overflows
+                s = one / (one + e)
+                out[i, c] = s if v >= 0 else e * s
+        elif act == TANH:
+            for c in range(out.shape[1]):
+                out[i, c] = math.tanh(out[i, c])
+
+
+@register_jitable(inline="always")
+def panel_outputs(like):
+    """Outputs per panel for arrays of like's dtype (panel_width, callable in compiled code)."""
+    return VECTORS * (64 // like.itemsize)
+
+
+@register_jitable(inline="always")
+def panel_count(Wp, k):
+    """Panels of packed weights Wp with k inputs (a layer of one panel has nothing to split)."""
+    return Wp.size // (k * panel_outputs(Wp)) if k > 0 else 0
+
+
+@register_jitable(inline="always")
+def scratch(n, like):
+    """n entries of like's dtype starting on a 64-byte boundary (a cache line: vector loads and
+    stores that straddle two lines run at half speed). Plain NumPy when called from Python."""
+    buf = np.empty(n + 64 // like.itemsize, like.dtype)
+    skip = ((-buf.ctypes.data) % 64) // buf.itemsize
+    return buf[skip:skip + n]
+
+
+@cpu_jit
+def affine_forward(x, Wp, b, act, out):
+    """out = act(x @ W.T + b) with W packed by `pack` (one thread)."""
+    nr = VECTORS * simd.lanes_of(Wp)
+    panels_into(x, Wp, b, act == RELU, out, scratch(BLOCK_ROWS * nr, Wp), 0, -(-out.shape[1] // nr))
+    if act == SIGMOID or act == TANH:
+        activate_rows(out, act, 0, out.shape[0])
 
 
 @cpu_jit(parallel=True)
@@ -209,7 +242,12 @@ def affine_forward_parallel(x, Wp, b, act, out, threads):
     _check(x, Wp, b, out)
     nr = VECTORS * simd.lanes_of(Wp)
     panels = -(-out.shape[1] // nr)
-    threads = max(1, min(threads, panels))
-    for t in numba.prange(threads):
-        part = aligned_empty(BLOCK_ROWS * nr, Wp)
-        _panels(x, Wp, b, act, out, t * panels // threads, (t + 1) * panels // threads, part)
+    parts = max(1, min(threads, panels))
+    for t in numba.prange(parts):
+        part = scratch(BLOCK_ROWS * nr, Wp)
+        panels_into(x, Wp, b, act == RELU, out, part, t * panels // parts, (t + 1) * panels // parts)
+    if act == SIGMOID or act == TANH:
+        n = out.shape[0]
+        parts = max(1, min(threads, n))
+        for t in numba.prange(parts):
+            activate_rows(out, act, t * n // parts, (t + 1) * n // parts)

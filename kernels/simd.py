@@ -64,7 +64,26 @@ def _lane_pointer(context, builder, array_type, array, index, vector_type):
     return builder.bitcast(builder.gep(ary.data, [index]), context.get_value_type(vector_type).as_pointer())
 
 
-def _vector_array(a):
+def check_span(context, builder, ary, start, count):
+    """Inside an intrinsic: raise IndexError unless ary[start:start + count] lies inside the
+    1-D array `ary` (a Numba array struct; start and count intp values)."""
+    size = builder.extract_value(ary.shape, 0)
+    zero = context.get_constant(types.intp, 0)
+    outside = builder.or_(builder.or_(builder.icmp_signed("<", start, zero), builder.icmp_signed("<", count, zero)),
+                          builder.icmp_signed(">", builder.add(start, count), size))
+    with builder.if_then(outside, likely=False):
+        context.call_conv.return_user_exc(builder, IndexError, ("vector access out of bounds",))
+
+
+def splat(builder, value, vector_type):
+    """A vector of LLVM type vector_type with every lane `value`."""
+    one = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count)
+    return builder.shuffle_vector(one, ir.Constant(vector_type, ir.Undefined), mask)
+
+
+def is_vector_array(a):
+    """Whether Numba type a is a 1-D C-contiguous float32 or float64 array."""
     return (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
             and a.dtype in (types.float32, types.float64))
 
@@ -72,7 +91,7 @@ def _vector_array(a):
 @intrinsic
 def load(typingctx, a, i):
     """Lanes a[i:i + LANES] of a 1-D C-contiguous float array, as a Vector."""
-    if not (_vector_array(a) and isinstance(i, types.Integer)):
+    if not (is_vector_array(a) and isinstance(i, types.Integer)):
         return None
     vt = Vector(a.dtype)
 
@@ -86,7 +105,7 @@ def load(typingctx, a, i):
 @intrinsic
 def store(typingctx, a, i, v):
     """a[i:i + LANES] = the lanes of v."""
-    if not (_vector_array(a) and isinstance(i, types.Integer) and isinstance(v, Vector) and v.dtype == a.dtype):
+    if not (is_vector_array(a) and isinstance(i, types.Integer) and isinstance(v, Vector) and v.dtype == a.dtype):
         return None
 
     def codegen(context, builder, sig, args):
@@ -101,7 +120,7 @@ def store(typingctx, a, i, v):
 def broadcast(typingctx, a, i):
     """A Vector with every lane a[i] (a 1-D C-contiguous float array; no negative-index
     wraparound, so the load folds into the multiply-add that uses it)."""
-    if not (_vector_array(a) and isinstance(i, types.Integer)):
+    if not (is_vector_array(a) and isinstance(i, types.Integer)):
         return None
     vt = Vector(a.dtype)
 
@@ -114,11 +133,7 @@ def broadcast(typingctx, a, i):
                                   builder.icmp_signed(">=", index, size))
             with builder.if_then(outside, likely=False):
                 context.call_conv.return_user_exc(builder, IndexError, ("vector access out of bounds",))
-        value = builder.load(builder.gep(ary.data, [index]))
-        ty = context.get_value_type(vt)
-        one = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
-        return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined), mask)
+        return splat(builder, builder.load(builder.gep(ary.data, [index])), context.get_value_type(vt))
     return vt(a, i), codegen
 
 

@@ -95,3 +95,48 @@ def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_pa
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_panels_into_refuses_short_scratch_and_panels_out_of_range(rng):
+    dtype = np.float32
+    n, k, m = 3, 5, 70  # two panels
+    x = rng.standard_normal((n, k)).astype(dtype)
+    Wp = np.zeros(packed.packed_size(m, k, dtype), dtype)
+    b, out = np.zeros(m, dtype), np.zeros((n, m), dtype)
+    nr = packed.panel_width(dtype)
+    good = packed.scratch(packed.BLOCK_ROWS * nr, Wp)
+    packed.panels_into(x, Wp, b, True, out, good, 0, 2)
+    for part, p0, p1 in [(good[:-1], 0, 2), (good, -1, 1), (good, 0, 3)]:
+        with pytest.raises(ValueError, match="scratch|panels"):
+            packed.panels_into(x, Wp, b, True, out, part, p0, p1)
+
+
+BOUNDS_SCRIPT = textwrap.dedent("""
+    import numba, numpy as np
+    from fastae.kernels import packed
+
+    @numba.njit
+    def tile(xf, r0, K, Wp, base, part, at):
+        packed._tile_4(xf, r0, K, Wp, base, part, at)
+
+    K, nr = 3, packed.panel_width(np.float32)
+    xf, Wp, part = np.ones(4 * K, np.float32), np.ones(K * nr, np.float32), np.zeros(4 * nr, np.float32)
+    tile(xf, 0, K, Wp, 0, part, 0)
+    assert (part == K).all()
+    for args in [(1, K, Wp, 0, part, 0), (0, K, Wp, 1, part, 0), (0, K, Wp, 0, part, 1), (-1, K, Wp, 0, part, 0)]:
+        try:
+            tile(xf, *args)
+        except IndexError:
+            continue
+        raise SystemExit(f"no IndexError for {args}")
+    print("ok")
+""")
+
+
+def test_register_tile_is_bounds_checked_under_numba_boundscheck(tmp_path):
+    """The tile is LLVM IR written by hand: under NUMBA_BOUNDSCHECK=1 it checks its spans as
+    Numba checks a[i] (an access one entry past any of its three arrays is an IndexError)."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
