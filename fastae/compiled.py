@@ -108,7 +108,7 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
             else:  # what affine_forward does, with one scratch for every layer
                 packed.panels_into(src, Wp, bias, acts[l] == RELU, dst, part, 0, -(-width // nr))
                 if acts[l] == SIGMOID or acts[l] == TANH:
-                    packed.activate_rows(dst, acts[l], 0, m)
+                    packed.activate_span(dst, acts[l], 0, m, 0, width)
             if l == prox_at:
                 flat = dst.ravel()
                 cpu.l1_prox(flat, l1, nonneg, flat)

@@ -531,12 +531,12 @@ def for_backend(backend):
     from .kernels import backend as _backend
     ops = _backend.module({"numpy": "numpy_out", "cpu-python": "cpu"}.get(backend, backend))
     if backend == "cpu":
-        from .kernels.jit import cpu_jit
+        from .kernels.jit import cpu_jit, plain_argument_types
 
         def jit(fn):
             # small helpers are typed into their callers rather than compiled on their own: each
             # separately compiled function costs ~0.1 s of cold start
-            return cpu_jit(fn, inline="always") if fn.__name__ in INLINE else _without_literals(cpu_jit(fn))
+            return cpu_jit(fn, inline="always") if fn.__name__ in INLINE else plain_argument_types(cpu_jit(fn))
     else:
         def jit(fn):
             return fn
@@ -549,20 +549,6 @@ def for_backend(backend):
     if backend != "cpu":
         entries = {name: _with_recarrays(fn) for name, fn in entries.items()}
     return types.SimpleNamespace(**entries)
-
-
-def _without_literals(dispatcher):
-    """Compile `dispatcher` for plain argument types when compiled code calls it: Numba would
-    otherwise compile one more specialization per literal argument (forward_layers(..., 0, ...)
-    and forward_layers(..., split + 1, ...)), each costing seconds of cold start."""
-    from numba.core import types as nb_types
-    typed = dispatcher.get_call_template
-
-    def get_call_template(args, kws):
-        return typed(tuple(nb_types.unliteral(a) for a in args),
-                     {k: nb_types.unliteral(v) for k, v in kws.items()})
-    dispatcher.get_call_template = get_call_template
-    return dispatcher
 
 
 def _with_recarrays(fn):

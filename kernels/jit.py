@@ -20,6 +20,34 @@ from numba.core import caching
 _uncached = []
 
 
+def _defer_numba_blas_probe():
+    """Numba imports scipy.linalg when it first loads its NumPy support (at the first compile or
+    cache load of a process) only to learn whether a BLAS is there: 0.15 s of every process start,
+    most of it numpy.f2py, which SciPy's array-API shim imports. Here that probe is answered by
+    whether SciPy is installed (no import); Numba's own check, with the import, still runs when
+    code that calls BLAS is compiled, so an inference-only process never imports SciPy."""
+    import sys
+    if "numba.np.arraymath" in sys.modules:
+        return
+    from numba.np import linalg
+    checked = getattr(linalg, "ensure_blas", None)
+    if checked is None:  # another Numba: leave it alone
+        return
+
+    def scipy_installed():
+        if importlib.util.find_spec("scipy") is None:
+            raise ImportError("scipy is required for linear algebra")
+    linalg.ensure_blas = scipy_installed
+    try:
+        from numba.np import arraymath
+        arraymath.ensure_blas = checked
+    finally:
+        linalg.ensure_blas = checked
+
+
+_defer_numba_blas_probe()
+
+
 def stamped_files():
     """Every source file whose code the cached functions may compile: kernels/*.py and the
     model engine (fastae/engine.py, wherever the package is installed)."""
@@ -150,6 +178,20 @@ def cpu_jit(fn=None, **options):
                           "NUMBA_CACHE_DIR); kernels are compiled in memory at each start", RuntimeWarning,
                           stacklevel=_caller_stacklevel())
         _uncached.append(fn.__name__)
+    return dispatcher
+
+
+def plain_argument_types(dispatcher):
+    """Compile `dispatcher` for plain argument types when compiled code calls it: Numba would
+    otherwise compile one more specialization per literal argument (f(..., 0) beside
+    f(..., start)), each costing up to seconds of cold start."""
+    from numba.core import types as nb_types
+    typed = dispatcher.get_call_template
+
+    def get_call_template(args, kws):
+        return typed(tuple(nb_types.unliteral(a) for a in args),
+                     {k: nb_types.unliteral(v) for k, v in kws.items()})
+    dispatcher.get_call_template = get_call_template
     return dispatcher
 
 

@@ -19,7 +19,7 @@ threading layer is one that may be entered from several threads at once).
 
 Compile time is part of the design: a first `transform` on a new machine compiles exactly one
 function, `panels_into` (the tiles are LLVM IR written directly, so Numba has little to type;
-LINEAR and ReLU are applied in the panels, sigmoid and tanh by `activate_rows`, compiled only
+LINEAR and ReLU are applied in the panels, sigmoid and tanh by `activate_span`, compiled only
 for a model that has them).
 """
 import math
@@ -34,7 +34,7 @@ from numba.extending import intrinsic, register_jitable
 from . import simd
 from .cpu import exp_like, in_dtype_of
 from .elementwise import RELU, SIGMOID, TANH
-from .jit import cpu_jit
+from .jit import cpu_jit, plain_argument_types
 
 ROWS = 4          # rows of a register tile
 VECTORS = 4       # vectors of a register tile (and of a panel)
@@ -171,6 +171,7 @@ def _check(x, Wp, b, out):
         raise ValueError("affine_forward: x must be C-contiguous")
 
 
+@plain_argument_types
 @cpu_jit
 def panels_into(x, Wp, b, relu, out, part, p0, p1):
     """Outputs p0 * NR .. p1 * NR - 1 (panels p0 .. p1 - 1) of x @ W.T + b, with ReLU when
@@ -186,22 +187,23 @@ def panels_into(x, Wp, b, relu, out, part, p0, p1):
             _block(x, Wp, b, relu, out, i0, min(n, i0 + BLOCK_ROWS), p, part)
 
 
+@plain_argument_types
 @cpu_jit
-def activate_rows(out, act, i0, i1):
-    """Rows i0 .. i1 - 1 of out = act(out) in place, for SIGMOID and TANH (the panels apply
-    LINEAR and ReLU themselves). A layer's result is the same bits as with the activation fused:
-    the same rounded pre-activation goes through the same formula."""
+def activate_span(out, act, i0, i1, c0, c1):
+    """out[i0:i1, c0:c1] = act(out[i0:i1, c0:c1]) in place, for SIGMOID and TANH (the panels
+    apply LINEAR and ReLU themselves). A layer's result is the same bits as with the activation
+    fused: the same rounded pre-activation goes through the same formula."""
     simd.prefer_wide_vectors()
     one = in_dtype_of(1.0, out)
     for i in range(i0, i1):
         if act == SIGMOID:
-            for c in range(out.shape[1]):
+            for c in range(c0, c1):
                 v = out[i, c]
                 e = exp_like(-abs(v))  # never overflows
                 s = one / (one + e)
                 out[i, c] = s if v >= 0 else e * s
         elif act == TANH:
-            for c in range(out.shape[1]):
+            for c in range(c0, c1):
                 out[i, c] = math.tanh(out[i, c])
 
 
@@ -232,7 +234,7 @@ def affine_forward(x, Wp, b, act, out):
     nr = VECTORS * simd.lanes_of(Wp)
     panels_into(x, Wp, b, act == RELU, out, scratch(BLOCK_ROWS * nr, Wp), 0, -(-out.shape[1] // nr))
     if act == SIGMOID or act == TANH:
-        activate_rows(out, act, 0, out.shape[0])
+        activate_span(out, act, 0, out.shape[0], 0, out.shape[1])
 
 
 @cpu_jit(parallel=True)
@@ -244,10 +246,7 @@ def affine_forward_parallel(x, Wp, b, act, out, threads):
     panels = -(-out.shape[1] // nr)
     parts = max(1, min(threads, panels))
     for t in numba.prange(parts):
-        part = scratch(BLOCK_ROWS * nr, Wp)
-        panels_into(x, Wp, b, act == RELU, out, part, t * panels // parts, (t + 1) * panels // parts)
-    if act == SIGMOID or act == TANH:
-        n = out.shape[0]
-        parts = max(1, min(threads, n))
-        for t in numba.prange(parts):
-            activate_rows(out, act, t * n // parts, (t + 1) * n // parts)
+        p0, p1 = t * panels // parts, (t + 1) * panels // parts
+        panels_into(x, Wp, b, act == RELU, out, scratch(BLOCK_ROWS * nr, Wp), p0, p1)
+        if act == SIGMOID or act == TANH:
+            activate_span(out, act, 0, out.shape[0], p0 * nr, min(p1 * nr, out.shape[1]))
