@@ -1,4 +1,5 @@
-"""`python -m fastae.precompile [--kind autoencoder|vae] DTYPE...`: compile every kernel and model
+"""`python -m fastae.precompile [--kind KIND[,KIND...]] DTYPE...` (kinds: autoencoder, autoencoder-bce, vae,
+vae-passes, kernels): compile every kernel and model
 pass of the cpu backend for DTYPE into Numba's disk cache. fastae starts it in the background the first time a model
 runs on a machine whose cache lacks the compiled engine; `fastae.warmup()` runs the same code in
 the calling process."""
@@ -7,7 +8,8 @@ import sys
 import numpy as np
 
 
-KINDS = ("autoencoder", "autoencoder-bce", "vae")  # and "vae-passes": a VAE's training and scoring only
+KINDS = ("autoencoder", "autoencoder-bce", "vae")  # and "vae-passes": a VAE's training and scoring only,
+# "kernels": the public kernels' own signatures (fastae.kernels.warmup)
 
 
 def run(dtype, backend="cpu", kinds=KINDS):
@@ -19,6 +21,9 @@ def run(dtype, backend="cpu", kinds=KINDS):
     from .vae import VAE
     defer, engine.DEFER = engine.DEFER, False
     try:
+        if "kernels" in kinds:
+            from .kernels import warmup as kernels_warmup
+            kernels_warmup(backend, (dtype,))
         X = np.random.default_rng(0).uniform(size=(8, 3))
         common = dict(epochs=1, batch_size=4, seed=0, backend=backend, dtype=dtype)
         if "autoencoder" in kinds:  # the training pass, then inference
@@ -40,27 +45,27 @@ def run(dtype, backend="cpu", kinds=KINDS):
 
 
 def warmup(backend, dtypes):
-    """fastae.warmup: on the cpu backend with a disk cache, a second process compiles the VAE's
-    passes while this one compiles the autoencoder's (two cores, about half the wait); then
-    this process loads that work from the cache."""
+    """fastae.warmup: on the cpu backend with a disk cache, a second process compiles the public
+    kernels and then the VAE's passes while this one compiles the autoencoder's passes and the
+    inference chain (two cores, about half the wait; the helper starts with the kernels, which
+    share nothing with the passes, so that by the time it needs the layers both passes call,
+    this process has put them in the cache); then this process loads that work from the cache."""
     import subprocess
     from . import engine
     from .kernels import jit
-    from .kernels import warmup as kernels_warmup
     for dtype in dtypes:
         helper = None
         if backend == "cpu" and jit.caching_enabled(engine.for_backend("cpu").ae_pass):
-            # the VAE's own passes only: the inference chains are the autoencoder's, compiled here
-            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "vae-passes", dtype],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "kernels,vae-passes",
+                                       dtype], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         try:
             run(dtype, backend, ("autoencoder",))
         finally:
             if helper is not None:
                 helper.wait()
-        run(dtype, backend, ("autoencoder-bce", "vae"))  # loaded from the cache by now
-        kernels_warmup(backend, (dtype,))  # the kernels' own signatures: mostly loaded by now
+        # loaded from the cache by now (compiled here if the helper failed or there is no cache)
+        run(dtype, backend, ("autoencoder-bce", "vae", "kernels"))
 
 
 def _lock_path(dtype):
@@ -94,5 +99,5 @@ if __name__ == "__main__":
     args = sys.argv[1:]
     kinds = KINDS
     if args[:1] == ["--kind"]:
-        kinds, args = (args[1],), args[2:]
+        kinds, args = tuple(args[1].split(",")), args[2:]
     main(args or ["float32", "float64"], kinds)
