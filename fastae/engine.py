@@ -338,12 +338,12 @@ def ae_pass(params, grads, opt_a, opt_b, layout, acts, work, plan, X, index, bat
         n = min(batch_size, index.shape[0] - start)
         batch = view(work, p.batch, n, dim)
         gather_rows(X, index, start, batch)
+        inputs = batch
         if mode == TRAIN and c.noise > 0:
-            noisy = view(work, p.noisy, n, dim)
-            corrupt(batch, c.noise, c.noise_kind, keys[b], noisy)
-            totals[b] = ae_objective(params, grads, layout, acts, work, p, noisy, batch, n, c, True)
-        else:
-            totals[b] = ae_objective(params, grads, layout, acts, work, p, batch, batch, n, c, mode != SCORE)
+            inputs = view(work, p.noisy, n, dim)
+            corrupt(batch, c.noise, c.noise_kind, keys[b], inputs)
+        # one call site: the objective is typed into this function once
+        totals[b] = ae_objective(params, grads, layout, acts, work, p, inputs, batch, n, c, mode != SCORE)
         if mode != TRAIN:
             copy_vector(work[p.rows_out:p.rows_out + n], values[start:start + n])
         elif not optimizer_update(params, grads, opt_a, opt_b, c, first_step + b + 1):
@@ -440,7 +440,7 @@ OPS = ("affine_forward", "affine_backward", "l1_prox", "reparam_forward", "repar
 # functions: inlining them multiplies the code LLVM optimizes.
 INLINE = ("view", "layer", "scratch", "layer_out", "copy_into", "copy_vector", "check_network", "check_chain",
           "check_model", "check_plan", "check_rows", "check_out", "check_pass_args", "ae_code",
-          "reconstruction_loss", "optimizer_update", "vae_heads")
+          "reconstruction_loss", "optimizer_update", "vae_heads", "ae_objective", "vae_objective")
 ENTRY_POINTS = ("ae_pass", "vae_pass", "encode_into", "layers_into", "heads_into")
 
 
