@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 import fastae
+from fastae import compiled as chains
 from fastae import engine
-from fastae.kernels import cpu
+from fastae.kernels import cpu, packed
 
 
 def _signatures():
-    """Every compiled specialization of every cpu kernel and engine function, by name."""
+    """Every compiled specialization of every cpu kernel, packed inference kernel, inference
+    chain and engine function, by name."""
     found = {}
     compiled = engine.for_backend("cpu")
-    spaces = [vars(cpu), compiled.ae_pass.py_func.__globals__]
+    spaces = [vars(cpu), vars(packed), vars(chains), compiled.ae_pass.py_func.__globals__]
     for space in spaces:
         for name, obj in space.items():
             if isinstance(obj, numba.core.registry.CPUDispatcher):
@@ -43,7 +45,7 @@ def models():
     fastae.warmup(dtypes=("float32",))  # the compiled engine, in this process
     X = np.random.default_rng(0).uniform(size=(20, 5)).astype(np.float32)
     ae = fastae.Autoencoder(hidden=(4,), code=2, l1=0.01, epochs=1, seed=0).fit(X)
-    vae = fastae.VAE(hidden=(4,), latent=2, epochs=1, seed=0).fit(X)
+    vae = fastae.VAE(hidden=(4,), latent=2, epochs=1, seed=0).fit(X)  # a sigmoid output layer
     return X, ae, vae
 
 
