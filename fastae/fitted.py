@@ -6,8 +6,10 @@ and nothing else; the estimator's constructor parameters are never read after `f
 end of each completed epoch, so a reader (another thread, a file being written) always sees one
 consistent state.
 """
+import contextlib
 import copy
 import dataclasses
+import functools
 import threading
 from typing import Optional
 
@@ -223,6 +225,14 @@ class FittedModel:
             run(x, work, plan, result[start:start + x.shape[0]])
         return result
 
+    def flushed(self):
+        """The context the training and scoring passes run in: on the cpu backend subnormal
+        floats flushed to zero (`kernels.denormals`: they cost ~100 cycles each); the numpy
+        backend keeps IEEE arithmetic, as the reference."""
+        if self.backend != "cpu":
+            return contextlib.nullcontext()
+        return _denormals().flushed()
+
     # ---- inference on the cpu backend: one compiled call over packed weights (compiled.chain_into)
     @property
     def chains(self):
@@ -352,13 +362,21 @@ class FittedModel:
         mode = engine.GRADIENT if with_grads else engine.SCORE
         args = (self.params, grads, grads, grads, net.layout, net.acts, work, plan, X, index, chunk, 0, steps,
                 config, keys, 0, totals, values, mode)  # opt_a, opt_b: not used outside training
-        if spec.is_vae:
-            has_eps = eps is not None
-            e = eps.reshape(samples * n, -1) if has_eps else xp.zeros((1, 1), self.dtype)
-            eng.vae_pass(*args, e, has_eps)
-        else:
-            eng.ae_pass(*args)
+        with self.flushed():
+            if spec.is_vae:
+                has_eps = eps is not None
+                e = eps.reshape(samples * n, -1) if has_eps else xp.zeros((1, 1), self.dtype)
+                eng.vae_pass(*args, e, has_eps)
+            else:
+                eng.ae_pass(*args)
         return (values, grads) if with_grads else values
+
+
+@functools.lru_cache(maxsize=None)
+def _denormals():
+    """fastae.kernels.denormals, imported on first use (it imports Numba)."""
+    from .kernels import denormals
+    return denormals
 
 
 def _compiled():

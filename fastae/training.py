@@ -193,9 +193,10 @@ class Trainer:
         args = (self.params, self.grads, self.opt_a, self.opt_b, net.layout, net.acts, self._work, self._plan, X,
                 order, self.p["batch_size"], first, stop, self.config, keys, c.train.t + offset, totals,
                 self._placeholder[0], engine.TRAIN)  # values: not used in training
-        if c.spec.is_vae:
-            return c.engine.vae_pass(*args, self._placeholder, False)
-        return c.engine.ae_pass(*args)
+        with c.flushed():
+            if c.spec.is_vae:
+                return c.engine.vae_pass(*args, self._placeholder, False)
+            return c.engine.ae_pass(*args)
 
     def _steps_per_call(self):
         if self._seconds_per_step is None:
