@@ -194,6 +194,22 @@ def panels_into(x, Wp, b, relu, out, part, p0, p1):
             _block(x, Wp, b, relu, out, i0, min(n, i0 + BLOCK_ROWS), p, part)
 
 
+@cpu_jit(inline="always")
+def _activate(a, act):
+    """a = act(a) in place for SIGMOID and TANH (a 1-D array, indexed from 0: an offset index
+    kept LLVM from proving the in-place loop safe to vectorize, 5 ns a sigmoid instead of 1)."""
+    one = in_dtype_of(1.0, a)
+    if act == SIGMOID:
+        for c in range(a.size):
+            v = a[c]
+            e = exp_like(-abs(v))  # never overflows
+            s = one / (one + e)
+            a[c] = s if v >= 0 else e * s
+    elif act == TANH:
+        for c in range(a.size):
+            a[c] = math.tanh(a[c])
+
+
 @plain_argument_types
 @cpu_jit
 def activate_span(out, act, i0, i1, c0, c1):
@@ -201,17 +217,13 @@ def activate_span(out, act, i0, i1, c0, c1):
     apply LINEAR and ReLU themselves). A layer's result is the same bits as with the activation
     fused: the same rounded pre-activation goes through the same formula."""
     simd.prefer_wide_vectors()
-    one = in_dtype_of(1.0, out)
-    for i in range(i0, i1):
-        if act == SIGMOID:
-            for c in range(c0, c1):
-                v = out[i, c]
-                e = exp_like(-abs(v))  # never overflows
-                s = one / (one + e)
-                out[i, c] = s if v >= 0 else e * s
-        elif act == TANH:
-            for c in range(c0, c1):
-                out[i, c] = math.tanh(out[i, c])
+    if simd.c_layout(out):
+        flat, m = out.ravel(), out.shape[1]
+        for i in range(i0, i1):
+            _activate(flat[i * m + c0:i * m + c1], act)
+    else:  # ravel would be a copy
+        for i in range(i0, i1):
+            _activate(out[i, c0:c1], act)
 
 
 @register_jitable(inline="always")
