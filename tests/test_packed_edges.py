@@ -140,3 +140,26 @@ def test_register_tile_is_bounds_checked_under_numba_boundscheck(tmp_path):
     result = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT], env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+_LAUNCH_FIRST = textwrap.dedent("""
+    import sys
+    import numba
+    numba.set_num_threads(2)  # launches the threading layer before fastae is imported
+    if numba.threading_layer() != "omp":
+        sys.exit(77)
+    import fastae
+    from fastae.kernels.threads import pool_threads
+    print(pool_threads())
+""")
+
+
+def test_a_script_that_sets_numba_threads_before_importing_fastae_keeps_its_threads():
+    """Launching the omp layer before `import fastae` in the same process (not in a parent that
+    forked this one) leaves inference parallel."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    run = subprocess.run([sys.executable, "-c", _LAUNCH_FIRST], env=env, capture_output=True, text=True, timeout=300)
+    if run.returncode == 77:
+        pytest.skip("Numba's threading layer here is not omp")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2"]
