@@ -35,9 +35,11 @@ def test_packed_forward_equals_reference(rng, dtype, act, n, k, m):
 
 def test_a_row_gives_the_same_bits_in_any_batch(rng):
     """Each output is one multiply-add chain over the inputs in order: a row's result does not
-    depend on the rows beside it (register tiles of 4 rows and single rows agree)."""
-    x = rng.standard_normal((11, 50)).astype(np.float32)
-    W = rng.standard_normal((70, 50)).astype(np.float32)
+    depend on the rows beside it (register tiles of 6, 4 and 1 rows agree, across slices of
+    K_BLOCK inputs: 300 = 128 + 128 + 44)."""
+    k = 2 * packed.K_BLOCK + 44
+    x = rng.standard_normal((11, k)).astype(np.float32)
+    W = rng.standard_normal((70, k)).astype(np.float32)
     b = np.zeros(70, np.float32)
     Wp = _packed(W)
     whole = np.empty((11, 70), np.float32)

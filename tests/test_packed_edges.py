@@ -116,16 +116,20 @@ BOUNDS_SCRIPT = textwrap.dedent("""
     from fastae.kernels import packed
 
     @numba.njit
-    def tile(xf, r0, K, Wp, base, part, at):
-        packed._tile_4(xf, r0, K, Wp, base, part, at)
+    def tile(xf, r0, K, Wp, base, part, at, k0, kn, resume):
+        packed._tile_4(xf, r0, K, Wp, base, part, at, k0, kn, resume)
 
     K, nr = 3, packed.panel_width(np.float32)
     xf, Wp, part = np.ones(4 * K, np.float32), np.ones(K * nr, np.float32), np.zeros(4 * nr, np.float32)
-    tile(xf, 0, K, Wp, 0, part, 0)
+    tile(xf, 0, K, Wp, 0, part, 0, 0, K, False)
     assert (part == K).all()
-    for args in [(1, K, Wp, 0, part, 0), (0, K, Wp, 1, part, 0), (0, K, Wp, 0, part, 1), (-1, K, Wp, 0, part, 0)]:
+    tile(xf, 0, K, Wp, 0, part, 0, 1, 2, True)  # k = 1, 2 on top of the sums: 3 + 2
+    assert (part == K + 2).all()
+    bad = [(1, K, Wp, 0, part, 0, 0, K), (0, K, Wp, 1, part, 0, 0, K), (0, K, Wp, 0, part, 1, 0, K),
+           (-1, K, Wp, 0, part, 0, 0, K), (0, K, Wp, 0, part, 0, 1, K), (0, K, Wp, 0, part, 0, 0, K + 1)]
+    for args in bad:
         try:
-            tile(xf, *args)
+            tile(xf, *args, False)
         except IndexError:
             continue
         raise SystemExit(f"no IndexError for {args}")
