@@ -14,7 +14,10 @@ Rows go in blocks of BLOCK_ROWS whose sums stay in L1 until the bias and activat
 out, and k in slices of K_BLOCK: every tile of a block reads the same 32 KB slice of the panel,
 which then stays in L1 instead of streaming from L2 for each tile (each tile saves its sums after
 a slice and takes them up again for the next: the same FMA chain, the same bits). Slices of 96-128
-ran fastest (256x784 -> 512: 83 -> 92 GMAC/s; 16 rows 46 -> 81), 64 and 256 slower.
+ran fastest (256x784 -> 512: 83 -> 92 GMAC/s; 16 rows 46 -> 81), 64 and 256 slower. A panel
+holding at most 2 (or 1) vectors of outputs (a layer's last, or a narrow layer: 32 outputs or
+fewer in float32) runs tiles of that many vectors, not the zero padding (the digits encoder
+64-32-16-8 on 256 rows: 45 -> 18 us, with the partial panel's bias loop vectorized).
 
 `affine_forward(x, Wp, b, act, out)` computes what `cpu.affine_forward(x, W, b, act, out)` does.
 Each output is one fused multiply-add chain over k in order, whatever the row count, the tile or
@@ -72,9 +75,10 @@ def pack(W, out):
     out[:] = padded.reshape(panels, nr, K).transpose(0, 2, 1).reshape(-1)
 
 
-def _tile(rows):
+def _tile(rows, vectors=VECTORS):
     """An intrinsic tile(xf, r0, K, Wp, base, part, at, k0, kn, resume): for the `rows` rows of x
-    starting at flat offset r0 (xf: x raveled, K columns) and the panel at Wp[base:],
+    starting at flat offset r0 (xf: x raveled, K columns) and the first `vectors` vectors of the
+    panel at Wp[base:] (c < vectors * LANES),
     part[at + r * NR + c] (+)= sum over k0 <= k < k0 + kn of xf[r0 + r * K + k] * Wp[base + k * NR + c],
     each output one FMA chain in k order, starting from 0 or, with `resume`, from what part holds.
 
@@ -102,16 +106,17 @@ def _tile(rows):
             nr = const(VECTORS * L)
             if config.BOUNDSCHECK:
                 simd.check_span(context, builder, xa, builder.add(r0, k0), builder.add(builder.mul(K, const(rows - 1)), kn))
-                simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)), builder.mul(kn, nr))
-                simd.check_span(context, builder, pa, at, const(rows * VECTORS * L))
+                simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)),
+                                builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L)))
+                simd.check_span(context, builder, pa, at, const(((rows - 1) * VECTORS + vectors) * L))
             vty = context.get_value_type(vt)
             vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
             align = Wp.dtype.bitwidth // 8
-            acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(VECTORS)]
+            acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(vectors)]
                    for _ in range(rows)]
             with builder.if_then(resume):  # go on from the sums of the previous block of k
                 for r in range(rows):
-                    for v in range(VECTORS):
+                    for v in range(vectors):
                         builder.store(builder.load(vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
                                                    align=align), acc[r][v])
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
@@ -119,14 +124,14 @@ def _tile(rows):
             with cgutils.for_range(builder, kn) as loop:
                 k = builder.add(k0, loop.index)
                 o = builder.add(base, builder.mul(k, nr))
-                w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(VECTORS)]
+                w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(vectors)]
                 for r in range(rows):
                     a = simd.splat(builder, builder.load(builder.gep(xa.data, [
                         builder.add(builder.add(r0, builder.mul(K, const(r))), k)])), vty)
-                    for v in range(VECTORS):
+                    for v in range(vectors):
                         builder.store(builder.call(fma, [a, w[v], builder.load(acc[r][v])]), acc[r][v])
             for r in range(rows):
-                for v in range(VECTORS):
+                for v in range(vectors):
                     builder.store(builder.load(acc[r][v]), vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
                                   align=align)
             return context.get_dummy_value()
@@ -137,6 +142,10 @@ def _tile(rows):
 _tile_6 = _tile(ROWS)
 _tile_4 = _tile(4)
 _tile_1 = _tile(1)
+# a layer's last panel when it holds at most 2 vectors of outputs (and narrow layers: 32 outputs
+# or fewer in float32), computed without the zero padding
+_tile_6x2, _tile_4x2, _tile_1x2 = _tile(ROWS, 2), _tile(4, 2), _tile(1, 2)
+_tile_6x1, _tile_4x1, _tile_1x1 = _tile(ROWS, 1), _tile(4, 1), _tile(1, 1)
 
 
 @cpu_jit(inline="always")
@@ -147,6 +156,7 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
     K = x.shape[1]
     m = out.shape[1]
     nr = VECTORS * simd.lanes_of(Wp)
+    L = simd.lanes_of(Wp)
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
     xf = x.ravel()
@@ -154,17 +164,31 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
         kn, resume = min(K_BLOCK, K - k0), k0 > 0
         i = i0
         while i < i1:
-            if i + ROWS <= i1:
-                _tile_6(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume)
-                i += ROWS
-            elif i + 4 <= i1:
-                _tile_4(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume)
-                i += 4
+            rows = ROWS if i + ROWS <= i1 else (4 if i + 4 <= i1 else 1)
+            at = (i - i0) * nr
+            if width > 2 * L:
+                if rows == ROWS:
+                    _tile_6(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                elif rows == 4:
+                    _tile_4(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                else:
+                    _tile_1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+            elif width > L:
+                if rows == ROWS:
+                    _tile_6x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                elif rows == 4:
+                    _tile_4x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                else:
+                    _tile_1x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
             else:
-                _tile_1(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume)
-                i += 1
+                if rows == ROWS:
+                    _tile_6x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                elif rows == 4:
+                    _tile_4x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+                else:
+                    _tile_1x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+            i += rows
     if simd.c_layout(out) and width == nr:  # bias and ReLU in registers
-        L = simd.lanes_of(Wp)
         flat = out.ravel()
         for i in range(i0, i1):
             at, o = (i - i0) * nr, i * m + first
@@ -172,7 +196,15 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
                 y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
                 simd.store(flat, o + v * L, simd.relu(y) if relu else y)
         return
-    for i in range(i0, i1):
+    if simd.c_layout(out):  # a layer's last, partial panel
+        flat, bias = out.ravel(), b[first:first + width]
+        for i in range(i0, i1):
+            sums, dst = part[(i - i0) * nr:(i - i0) * nr + width], flat[i * m + first:i * m + first + width]
+            for c in range(width):  # over 0-based views: the loop vectorizes
+                y = sums[c] + bias[c]
+                dst[c] = (y if y > 0 else y - y) if relu else y
+        return
+    for i in range(i0, i1):  # an out that is not C-contiguous
         at = (i - i0) * nr
         for c in range(width):
             y = part[at + c] + b[first + c]

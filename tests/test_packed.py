@@ -6,7 +6,7 @@ import fastae
 from fastae.kernels import packed, reference
 from fastae.kernels.elementwise import ACTIVATIONS
 
-SHAPES = [(1, 3, 1), (3, 17, 5), (17, 129, 64), (5, 64, 65), (4, 1, 129), (9, 200, 3)]
+SHAPES = [(1, 3, 1), (3, 17, 5), (17, 129, 64), (5, 64, 65), (4, 1, 129), (9, 200, 3), (7, 150, 20), (2, 9, 45)]
 
 
 def _packed(W):
