@@ -75,77 +75,88 @@ def pack(W, out):
     out[:] = padded.reshape(panels, nr, K).transpose(0, 2, 1).reshape(-1)
 
 
-def _tile(rows, vectors=VECTORS):
-    """An intrinsic tile(xf, r0, K, Wp, base, part, at, k0, kn, resume): for the `rows` rows of x
-    starting at flat offset r0 (xf: x raveled, K columns) and the first `vectors` vectors of the
+TILE_ROWS = (ROWS, 4, 1)          # the tiles' heights: rows left over after the 6-row tiles go 4 or 1 at a time
+TILE_VECTORS = (VECTORS, 2, 1)    # and widths: a panel holding at most 2 (or 1) vectors of outputs
+
+
+def _emit_tile(context, builder, arrays, offsets, rows, vectors, L, dtype):
+    """The LLVM IR of one tile shape (see `_tile`)."""
+    (xa, wa, pa), (r0, K, base, at, k0, kn, resume) = arrays, offsets
+    intp = context.get_value_type(types.intp)
+    const = lambda n: ir.Constant(intp, n)
+    nr = const(VECTORS * L)
+    if config.BOUNDSCHECK:
+        simd.check_span(context, builder, xa, builder.add(r0, k0), builder.add(builder.mul(K, const(rows - 1)), kn))
+        simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)),
+                        builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L)))
+        simd.check_span(context, builder, pa, at, const(((rows - 1) * VECTORS + vectors) * L))
+    vty = context.get_value_type(simd.Vector(dtype))
+    vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
+    align = dtype.bitwidth // 8
+    acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(vectors)]
+           for _ in range(rows)]
+    with builder.if_then(resume):  # go on from the sums of the previous slice of k
+        for r in range(rows):
+            for v in range(vectors):
+                builder.store(builder.load(vptr(pa, builder.add(at, const((r * VECTORS + v) * L))), align=align),
+                              acc[r][v])
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                         f"llvm.fma.v{L}f{dtype.bitwidth}")
+    with cgutils.for_range(builder, kn) as loop:
+        k = builder.add(k0, loop.index)
+        o = builder.add(base, builder.mul(k, nr))
+        w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(vectors)]
+        for r in range(rows):
+            a = simd.splat(builder, builder.load(builder.gep(xa.data, [
+                builder.add(builder.add(r0, builder.mul(K, const(r))), k)])), vty)
+            for v in range(vectors):
+                builder.store(builder.call(fma, [a, w[v], builder.load(acc[r][v])]), acc[r][v])
+    for r in range(rows):
+        for v in range(vectors):
+            builder.store(builder.load(acc[r][v]), vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
+                          align=align)
+
+
+@intrinsic
+def _tile(typingctx, xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vectors):
+    """tile(xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vectors): for the `rows` rows of
+    x starting at flat offset r0 (xf: x raveled, K columns) and the first `vectors` vectors of the
     panel at Wp[base:] (c < vectors * LANES),
     part[at + r * NR + c] (+)= sum over k0 <= k < k0 + kn of xf[r0 + r * K + k] * Wp[base + k * NR + c],
     each output one FMA chain in k order, starting from 0 or, with `resume`, from what part holds.
+    rows is one of TILE_ROWS, vectors one of TILE_VECTORS (anything else does nothing).
 
-    Written as LLVM IR rather than Numba code: the tile is 4 * rows named accumulators and 16
+    Written as LLVM IR rather than Numba code: a tile is up to 24 named accumulators and 24
     multiply-adds per k, which Numba types and lowers call by call (0.5 s of a cold start); as IR
-    it costs nothing before LLVM. The accumulators are stack slots that LLVM promotes to vector
-    registers (24 zmm for 6 rows). Under NUMBA_BOUNDSCHECK it raises IndexError unless every
-    access lies inside its array."""
+    it costs nothing before LLVM: one switch over the tile shapes, each case the IR of one shape.
+    The accumulators are stack slots that LLVM promotes to vector registers (24 zmm for 6 rows x 4
+    vectors). Under NUMBA_BOUNDSCHECK it raises IndexError unless every access lies inside its
+    array."""
+    arrays, indices = (xf, Wp, part), (r0, K, base, at, k0, kn, rows, vectors)
+    if not (all(simd.is_vector_array(a) and a.dtype == Wp.dtype for a in arrays)
+            and all(isinstance(i, types.Integer) for i in indices)):
+        return None
+    L = simd.Vector(Wp.dtype).lanes
 
-    @intrinsic
-    def tile(typingctx, xf, r0, K, Wp, base, part, at, k0, kn, resume):
-        arrays, indices = (xf, Wp, part), (r0, K, base, at, k0, kn)
-        if not (all(simd.is_vector_array(a) and a.dtype == Wp.dtype for a in arrays)
-                and all(isinstance(i, types.Integer) for i in indices)):
-            return None
-        vt = simd.Vector(Wp.dtype)
-        L = vt.lanes
-
-        def codegen(context, builder, sig, args):
-            xa, wa, pa = (context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 5))
-            r0, K, base, at, k0, kn = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 6, 7, 8))
-            resume = context.cast(builder, args[9], sig.args[9], types.boolean)
-            intp = context.get_value_type(types.intp)
-            const = lambda n: ir.Constant(intp, n)
-            nr = const(VECTORS * L)
-            if config.BOUNDSCHECK:
-                simd.check_span(context, builder, xa, builder.add(r0, k0), builder.add(builder.mul(K, const(rows - 1)), kn))
-                simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)),
-                                builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L)))
-                simd.check_span(context, builder, pa, at, const(((rows - 1) * VECTORS + vectors) * L))
-            vty = context.get_value_type(vt)
-            vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
-            align = Wp.dtype.bitwidth // 8
-            acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(vectors)]
-                   for _ in range(rows)]
-            with builder.if_then(resume):  # go on from the sums of the previous block of k
-                for r in range(rows):
-                    for v in range(vectors):
-                        builder.store(builder.load(vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
-                                                   align=align), acc[r][v])
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                                 f"llvm.fma.v{L}f{Wp.dtype.bitwidth}")
-            with cgutils.for_range(builder, kn) as loop:
-                k = builder.add(k0, loop.index)
-                o = builder.add(base, builder.mul(k, nr))
-                w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(vectors)]
-                for r in range(rows):
-                    a = simd.splat(builder, builder.load(builder.gep(xa.data, [
-                        builder.add(builder.add(r0, builder.mul(K, const(r))), k)])), vty)
-                    for v in range(vectors):
-                        builder.store(builder.call(fma, [a, w[v], builder.load(acc[r][v])]), acc[r][v])
-            for r in range(rows):
-                for v in range(vectors):
-                    builder.store(builder.load(acc[r][v]), vptr(pa, builder.add(at, const((r * VECTORS + v) * L))),
-                                  align=align)
-            return context.get_dummy_value()
-        return types.none(xf, r0, K, Wp, base, part, at, k0, kn, resume), codegen
-    return tile
-
-
-_tile_6 = _tile(ROWS)
-_tile_4 = _tile(4)
-_tile_1 = _tile(1)
-# a layer's last panel when it holds at most 2 vectors of outputs (and narrow layers: 32 outputs
-# or fewer in float32), computed without the zero padding
-_tile_6x2, _tile_4x2, _tile_1x2 = _tile(ROWS, 2), _tile(4, 2), _tile(1, 2)
-_tile_6x1, _tile_4x1, _tile_1x1 = _tile(ROWS, 1), _tile(4, 1), _tile(1, 1)
+    def codegen(context, builder, sig, args):
+        arrays = tuple(context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 3, 5))
+        offsets = tuple(context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 6, 7, 8))
+        offsets += (context.cast(builder, args[9], sig.args[9], types.boolean),)
+        shape = builder.add(builder.mul(context.cast(builder, args[10], sig.args[10], types.intp),
+                                        context.get_constant(types.intp, 8)),
+                            context.cast(builder, args[11], sig.args[11], types.intp))
+        done = builder.append_basic_block("tile.done")
+        switch = builder.switch(shape, done)
+        for rows in TILE_ROWS:
+            for vectors in TILE_VECTORS:
+                case = builder.append_basic_block(f"tile.{rows}x{vectors}")
+                switch.add_case(context.get_constant(types.intp, rows * 8 + vectors), case)
+                with builder.goto_block(case):
+                    _emit_tile(context, builder, arrays, offsets, rows, vectors, L, Wp.dtype)
+                    builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+    return types.none(xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vectors), codegen
 
 
 @cpu_jit(inline="always")
@@ -159,34 +170,14 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
     L = simd.lanes_of(Wp)
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
+    vectors = VECTORS if width > 2 * L else (2 if width > L else 1)  # a partial panel: no padding
     xf = x.ravel()
     for k0 in range(0, K, K_BLOCK):  # the block's tiles share a K_BLOCK-deep slice of the panel in L1
         kn, resume = min(K_BLOCK, K - k0), k0 > 0
         i = i0
         while i < i1:
             rows = ROWS if i + ROWS <= i1 else (4 if i + 4 <= i1 else 1)
-            at = (i - i0) * nr
-            if width > 2 * L:
-                if rows == ROWS:
-                    _tile_6(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                elif rows == 4:
-                    _tile_4(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                else:
-                    _tile_1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-            elif width > L:
-                if rows == ROWS:
-                    _tile_6x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                elif rows == 4:
-                    _tile_4x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                else:
-                    _tile_1x2(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-            else:
-                if rows == ROWS:
-                    _tile_6x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                elif rows == 4:
-                    _tile_4x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
-                else:
-                    _tile_1x1(xf, i * K, K, Wp, base, part, at, k0, kn, resume)
+            _tile(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume, rows, vectors)
             i += rows
     if simd.c_layout(out) and width == nr:  # bias and ReLU in registers
         flat = out.ravel()

@@ -117,7 +117,7 @@ BOUNDS_SCRIPT = textwrap.dedent("""
 
     @numba.njit
     def tile(xf, r0, K, Wp, base, part, at, k0, kn, resume):
-        packed._tile_4(xf, r0, K, Wp, base, part, at, k0, kn, resume)
+        packed._tile(xf, r0, K, Wp, base, part, at, k0, kn, resume, 4, 4)  # 4 rows x 4 vectors
 
     K, nr = 3, packed.panel_width(np.float32)
     xf, Wp, part = np.ones(4 * K, np.float32), np.ones(K * nr, np.float32), np.zeros(4 * nr, np.float32)
