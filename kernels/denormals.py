@@ -10,8 +10,10 @@ appear.
 
 `flushed()` sets the CPU's flush-to-zero and denormals-are-zero modes (MXCSR bits FTZ, DAZ) for
 the calling thread and restores the previous mode on the way out, so no other code on the thread
-(NumPy, the caller's) runs with them. Inside, a result or input that would be subnormal is 0:
-results differ from IEEE arithmetic only there, and stay deterministic. (PyTorch offers the same
+(NumPy, the caller's) runs with them. Inside, a result or input that would be subnormal is 0 on
+this thread: results differ from IEEE arithmetic only there, and stay deterministic for a given
+number of BLAS threads. (The part of a matrix product OpenBLAS hands to its worker threads keeps
+IEEE arithmetic: they are other threads, started with the default mode.) (PyTorch offers the same
 as `torch.set_flush_denormal`; ONNX Runtime as its "set denormal as zero" session option.)
 Elsewhere than x86-64, and under NUMBA_DISABLE_JIT, it does nothing.
 """
@@ -58,9 +60,35 @@ class flushed:
     __slots__ = ("_old",)
 
     def __enter__(self):
-        self._old = swap_mxcsr(FTZ_DAZ, FTZ_DAZ) if SUPPORTED else None
+        self._old = None
+        if SUPPORTED:
+            _load_blas()
+            old = swap_mxcsr(0, 0)  # read only
+            self._old = old
+            try:
+                swap_mxcsr(FTZ_DAZ, FTZ_DAZ)
+            except BaseException:  # KeyboardInterrupt between the call and here: __exit__ won't run
+                swap_mxcsr(old, FTZ_DAZ)
+                raise
         return self
 
     def __exit__(self, *exc):
         if self._old is not None:
             swap_mxcsr(self._old, FTZ_DAZ)
+
+
+_blas = []
+
+
+def _load_blas():
+    """Load SciPy's BLAS (the one Numba's compiled code calls) before the mode is first set: its
+    OpenBLAS starts its worker threads when it loads, and a thread takes the float mode of the
+    thread that starts it, so workers started inside the block would flush subnormals for the
+    rest of the process, in the caller's own BLAS calls too. (fastae defers this import out of
+    inference, see `jit._defer_numba_blas_probe`; training needs it anyway.)"""
+    if not _blas:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:  # no SciPy: Numba's BLAS calls fail anyway, with their own message
+            pass
+        _blas.append(True)

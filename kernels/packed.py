@@ -87,8 +87,9 @@ def _emit_tile(context, builder, arrays, offsets, rows, vectors, L, dtype):
     nr = const(VECTORS * L)
     if config.BOUNDSCHECK:
         simd.check_span(context, builder, xa, builder.add(r0, k0), builder.add(builder.mul(K, const(rows - 1)), kn))
+        span = builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L))
         simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)),
-                        builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L)))
+                        builder.select(builder.icmp_signed(">", kn, const(0)), span, const(0)))
         simd.check_span(context, builder, pa, at, const(((rows - 1) * VECTORS + vectors) * L))
     vty = context.get_value_type(simd.Vector(dtype))
     vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
@@ -166,13 +167,15 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
     simd.prefer_wide_vectors()
     K = x.shape[1]
     m = out.shape[1]
-    nr = VECTORS * simd.lanes_of(Wp)
     L = simd.lanes_of(Wp)
+    nr = VECTORS * L
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
     vectors = VECTORS if width > 2 * L else (2 if width > L else 1)  # a partial panel: no padding
     xf = x.ravel()
-    for k0 in range(0, K, K_BLOCK):  # the block's tiles share a K_BLOCK-deep slice of the panel in L1
+    # the block's tiles share a K_BLOCK-deep slice of the panel in L1 (no inputs: one empty slice,
+    # which writes the zero sums)
+    for k0 in range(0, max(K, 1), K_BLOCK):
         kn, resume = min(K_BLOCK, K - k0), k0 > 0
         i = i0
         while i < i1:

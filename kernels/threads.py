@@ -55,28 +55,10 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-def _omp_pool_mappings(pid):
-    """Start addresses of the memory mappings of Numba's OpenMP pool library in process `pid`."""
-    with open(f"/proc/{pid}/maps") as maps:
-        return {line.split("-", 1)[0] for line in maps if "omppool" in line}
-
-
-def _forked_from_a_parent_with_the_omp_pool():
-    """Whether this process is a fork (without exec) of a parent that had Numba's OpenMP pool
-    loaded: a forked child inherits the parent's mappings at the same addresses, where a process
-    that loaded the library itself has it elsewhere (address-space randomisation). Unknown (no
-    /proc, no permission): True."""
-    try:
-        return bool(_omp_pool_mappings("self") & _omp_pool_mappings(os.getppid()))
-    except OSError:
-        return True
-
-
-# Already launched when fastae is first imported: either this process launched it (a script that
-# called numba.set_num_threads before importing fastae: parallel is safe), or it is a child forked
-# after its parent launched it (no handler of ours ran then), where GNU OpenMP aborts: then stay
-# serial under omp.
-if _launched_layer() == "omp" and _forked_from_a_parent_with_the_omp_pool():
+# Already launched when fastae is first imported: this process may be a child forked after its
+# parent launched the layer (no handler of ours ran then; the two cannot be told apart), so stay
+# serial under omp. (Only where something launched Numba's threads before `import fastae`.)
+if _launched_layer() == "omp":
     _pool["ok"] = False
 
 

@@ -1,6 +1,10 @@
 """Training and scoring passes on the cpu backend run with subnormal floats flushed to zero
 (`fastae.kernels.denormals`): inside the block only, on the calling thread only, restored even
 when the block raises."""
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -71,3 +75,28 @@ def test_adam_moments_that_shrink_past_the_normal_range_are_flushed(rng):
     tiny = np.finfo(np.float32).tiny
     assert np.count_nonzero(m) > 0  # training went on
     assert not ((m != 0) & (np.abs(m) < tiny)).any()
+
+
+_BLAS_AFTER_FIT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastae
+    assert "scipy.linalg" not in sys.modules  # the first fit loads SciPy's BLAS
+    X = np.random.default_rng(0).uniform(size=(300, 40)).astype(np.float32)
+    fastae.Autoencoder(hidden=(150,), code=64, epochs=1, batch_size=300, seed=0).fit(X)
+    from scipy.linalg import blas
+    a = np.full((256, 256), 1e-20, np.float32, order="F")
+    c = blas.sgemm(1.0, a, a)  # every product 1e-40 (subnormal), every sum 2.56e-38 (normal)
+    print(int((c == 0).sum()))
+""")
+
+
+def test_blas_worker_threads_started_by_a_fit_keep_ieee_arithmetic(tmp_path):
+    """SciPy's OpenBLAS starts its worker threads when it loads, and they take the float mode of
+    the thread that loads it: loaded inside a flushed pass, they would flush subnormals in the
+    caller's own BLAS calls for the rest of the process."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", _BLAS_AFTER_FIT], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0"]

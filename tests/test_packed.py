@@ -107,3 +107,16 @@ def test_inference_of_a_row_is_the_same_in_any_batch_and_thread_count(rng):
     f(X, out)
     np.testing.assert_array_equal(out, whole)
     assert pool_threads() >= 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_layer_with_no_inputs_gives_its_bias(rng, dtype):
+    n, m = 3, 70  # a full panel and a partial one
+    b = rng.standard_normal(m).astype(dtype)
+    Wp = np.empty(packed.packed_size(m, 0, dtype), dtype)
+    junk = [np.full(4096, 1e30, dtype) for _ in range(20)]  # leave garbage where the scratch may go
+    del junk
+    for act, want in (("linear", b), ("relu", np.maximum(b, 0))):
+        out = np.full((n, m), np.nan, dtype)
+        packed.affine_forward(np.empty((n, 0), dtype), Wp, b, ACTIVATIONS[act], out)
+        np.testing.assert_array_equal(out, np.broadcast_to(want, (n, m)))

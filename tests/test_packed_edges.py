@@ -146,24 +146,39 @@ def test_register_tile_is_bounds_checked_under_numba_boundscheck(tmp_path):
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
-_LAUNCH_FIRST = textwrap.dedent("""
-    import sys
+# The parent launches the omp layer, forks, then replaces itself with another program (exec), which
+# waits for the child: the child's parent no longer has Numba loaded, yet the child is still a fork
+# of a process that launched GNU OpenMP (Numba sends it SIGTERM if it enters parallel code).
+_FORK_THEN_EXEC = textwrap.dedent("""
+    import os, sys, time
     import numba
-    numba.set_num_threads(2)  # launches the threading layer before fastae is imported
+    import numpy as np
+    numba.set_num_threads(2)
     if numba.threading_layer() != "omp":
         sys.exit(77)
-    import fastae
-    from fastae.kernels.threads import pool_threads
-    print(pool_threads())
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.5)  # the parent execs first
+        try:
+            import fastae
+            fastae.load(sys.argv[1]).transform(np.load(sys.argv[2]))
+        except BaseException:
+            os._exit(3)
+        os._exit(0)
+    wait = ("import os, sys; _, s = os.waitpid(int(sys.argv[1]), 0); "
+            "sys.exit(os.WEXITSTATUS(s) if os.WIFEXITED(s) else 100 + os.WTERMSIG(s))")
+    os.execv(sys.executable, [sys.executable, "-c", wait, str(pid)])
 """)
 
 
-def test_a_script_that_sets_numba_threads_before_importing_fastae_keeps_its_threads():
-    """Launching the omp layer before `import fastae` in the same process (not in a parent that
-    forked this one) leaves inference parallel."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="2")
-    run = subprocess.run([sys.executable, "-c", _LAUNCH_FIRST], env=env, capture_output=True, text=True, timeout=300)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_transform_in_a_forked_child_whose_parent_then_exec_d(tmp_path, rng):
+    X = rng.uniform(size=(2000, 80)).astype(np.float32)
+    fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X).save(tmp_path / "model.npz")
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
+    run = subprocess.run([sys.executable, "-c", _FORK_THEN_EXEC, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
+                         env=env, capture_output=True, text=True, timeout=600)
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["2"]
+    assert run.returncode == 0, f"child exit status {run.returncode}: {run.stdout + run.stderr}"
