@@ -27,7 +27,11 @@ EXAMPLES = """examples:
 
 
 class CliError(Exception):
-    """A problem to report in one line, without a traceback."""
+    """A problem to report in one line, without a traceback (exit status 1)."""
+
+
+class UsageError(CliError):
+    """Options that cannot go together (exit status 2, as argparse's own usage errors)."""
 
 
 def article(name):
@@ -290,11 +294,11 @@ def _fit_params(args):
             continue
         if args.model not in models:
             hint = f": use {_CODE_OPTION[args.model]}" if flags[0] in _CODE_OPTION.values() else ""
-            raise CliError(f"{flags[0]} does not apply to {article(name)} (--model {args.model}){hint}")
+            raise UsageError(f"{flags[0]} does not apply to {article(name)} (--model {args.model}){hint}")
         given[param] = value
     if args.model == "pca":
         if "n_components" not in given:
-            raise CliError("--model pca needs --components N")
+            raise UsageError("--model pca needs --components N")
         return given
     if given.get("loss") == "bce" and "output_activation" not in given:
         given["output_activation"] = "sigmoid"
@@ -306,7 +310,7 @@ def cmd_fit(args):
     import fastae
     params = _fit_params(args)
     if args.validation is not None and args.model == "pca":
-        raise CliError(f"--validation does not apply to {article('PCA')} (--model pca)")
+        raise UsageError(f"--validation does not apply to {article('PCA')} (--model pca)")
     if params.get("backend") == "cuda":
         from .kernels import backend
         if not backend.cuda_usable():
@@ -558,5 +562,5 @@ def main(argv=None):
         if not isinstance(exc, known):
             message = f"{type(exc).__name__}: {message} (--debug shows the traceback)"
         print(f"fastae {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     return 0
