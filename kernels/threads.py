@@ -22,7 +22,20 @@ def pool_threads():
     count = _pool.get("count")
     if count is None:
         count = _pool["count"] = _threadsafe_count()
-    return count() if count is not None and _pool.get("ok", True) else 1
+    if count is None:
+        return 1
+    if _pool.get("ok", True):
+        return count()
+    if "warned" not in _pool and count() > 1:  # asked for threads it cannot have: say so, once
+        _pool["warned"] = True
+        import warnings
+        from .jit import _caller_stacklevel
+        warnings.warn(f"fastae: inference runs on one thread in this process, not {count()}: Numba's omp threading "
+                      "layer was started before fastae was imported (here, or in the process this one was forked "
+                      "from, where GNU OpenMP would abort it). Import fastae before numba.set_num_threads or other "
+                      "parallel Numba code; for worker processes use the 'spawn' start method; "
+                      "numba.set_num_threads(1) silences this.", RuntimeWarning, stacklevel=_caller_stacklevel())
+    return 1
 
 
 def _threadsafe_count():

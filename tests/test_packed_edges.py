@@ -182,3 +182,36 @@ def test_transform_in_a_forked_child_whose_parent_then_exec_d(tmp_path, rng):
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
     assert run.returncode == 0, f"child exit status {run.returncode}: {run.stdout + run.stderr}"
+
+
+_LAUNCH_FIRST = textwrap.dedent("""
+    import warnings
+    import numba
+    import numpy as np
+    numba.set_num_threads(2)  # launches the threading layer before fastae is imported
+    import sys
+    if numba.threading_layer() != "omp":
+        sys.exit(77)
+    import fastae
+    model = fastae.load(sys.argv[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.transform(np.load(sys.argv[2]))
+        model.transform(np.load(sys.argv[2]))
+    print(sum("Import fastae before numba.set_num_threads" in str(w.message) for w in caught))
+""")
+
+
+def test_threads_started_before_import_fastae_run_serial_with_one_warning(tmp_path, rng):
+    """fastae cannot tell such a process from a child forked after its parent started the omp
+    layer, so it stays serial, and says so once (not silently half the speed)."""
+    X = rng.uniform(size=(300, 80)).astype(np.float32)
+    fastae.Autoencoder(hidden=(130,), code=64, epochs=1, seed=0).fit(X).save(tmp_path / "model.npz")
+    np.save(tmp_path / "X.npy", X)
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
+    run = subprocess.run([sys.executable, "-c", _LAUNCH_FIRST, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    if run.returncode == 77:
+        pytest.skip("Numba's threading layer here is not omp")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1"]
