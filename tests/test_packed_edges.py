@@ -85,16 +85,23 @@ _FORK = textwrap.dedent("""
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("import_first", [True, False], ids=["parent-imported-fastae", "child-imports-fastae"])
 def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_path, rng, import_first):
+    run = _run_with_omp(_FORK, tmp_path, rng, "1" if import_first else "0")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def _run_with_omp(script, tmp_path, rng, *extra):
+    """Run `script` (argv: a saved model, its data, *extra) in a new process with 2 Numba threads;
+    skipped where Numba's threading layer is not omp (the script exits 77)."""
     X = rng.uniform(size=(2000, 80)).astype(np.float32)
     model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
     model.save(tmp_path / "model.npz")
     np.save(tmp_path / "X.npy", X)
     env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
-    run = subprocess.run([sys.executable, "-c", _FORK, str(tmp_path / "model.npz"), str(tmp_path / "X.npy"),
-                          "1" if import_first else "0"], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.npz"), str(tmp_path / "X.npy"), *extra],
+                         env=env, capture_output=True, text=True, timeout=600)
     if run.returncode == 77:
         pytest.skip("Numba's threading layer here is not omp")
-    assert run.returncode == 0, run.stdout + run.stderr
+    return run
 
 
 def test_panels_into_refuses_short_scratch_and_panels_out_of_range(rng):
@@ -173,14 +180,7 @@ _FORK_THEN_EXEC = textwrap.dedent("""
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_transform_in_a_forked_child_whose_parent_then_exec_d(tmp_path, rng):
-    X = rng.uniform(size=(2000, 80)).astype(np.float32)
-    fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X).save(tmp_path / "model.npz")
-    np.save(tmp_path / "X.npy", X)
-    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
-    run = subprocess.run([sys.executable, "-c", _FORK_THEN_EXEC, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    if run.returncode == 77:
-        pytest.skip("Numba's threading layer here is not omp")
+    run = _run_with_omp(_FORK_THEN_EXEC, tmp_path, rng)
     assert run.returncode == 0, f"child exit status {run.returncode}: {run.stdout + run.stderr}"
 
 
@@ -205,13 +205,6 @@ _LAUNCH_FIRST = textwrap.dedent("""
 def test_threads_started_before_import_fastae_run_serial_with_one_warning(tmp_path, rng):
     """fastae cannot tell such a process from a child forked after its parent started the omp
     layer, so it stays serial, and says so once (not silently half the speed)."""
-    X = rng.uniform(size=(300, 80)).astype(np.float32)
-    fastae.Autoencoder(hidden=(130,), code=64, epochs=1, seed=0).fit(X).save(tmp_path / "model.npz")
-    np.save(tmp_path / "X.npy", X)
-    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
-    run = subprocess.run([sys.executable, "-c", _LAUNCH_FIRST, str(tmp_path / "model.npz"), str(tmp_path / "X.npy")],
-                         env=env, capture_output=True, text=True, timeout=600)
-    if run.returncode == 77:
-        pytest.skip("Numba's threading layer here is not omp")
+    run = _run_with_omp(_LAUNCH_FIRST, tmp_path, rng)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["1"]
