@@ -2,13 +2,13 @@
 reconstruct, from Python, from an @njit pipeline, from threads and through ctypes; private weights;
 the cache; bad arguments."""
 import ctypes
-import threading
 
 import numba
 import numpy as np
 import pytest
 
 import fastae
+from conftest import run_in_threads
 from fastae import compiled as compiled_module
 
 PARTS = ["encode", "decode", "reconstruct"]
@@ -163,23 +163,15 @@ def test_threads(name, c_abi, fitted, digits):
     rng = np.random.default_rng(0)
     batches = [rng.uniform(size=(int(rng.integers(1, 300)), 64)).astype(np.float32) for _ in range(16)]
     wants = [model.reconstruct(b) for b in batches]
-    errors = []
 
     def work(k):
-        try:
-            for _ in range(20):
-                i = (k + _) % len(batches)
-                out = np.empty_like(wants[i])
-                result = call(batches[i], out)
-                assert result in (None, 0)
-                np.testing.assert_allclose(out, wants[i], **TOL["float32"])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        for _ in range(20):
+            i = (k + _) % len(batches)
+            out = np.empty_like(wants[i])
+            result = call(batches[i], out)
+            assert result in (None, 0)
+            np.testing.assert_allclose(out, wants[i], **TOL["float32"])
+    errors = run_in_threads(work)
     assert not errors, errors[0]
 
 

@@ -1,11 +1,11 @@
 """The cpu reparameterization ops on large batches split their rows between Numba's threads: the
 same bits for any thread count, safe from many Python threads at once, small batches serial."""
-import threading
 
 import numba
 import numpy as np
 import pytest
 
+from conftest import run_in_threads
 from fastae import kernels
 from fastae.kernels import cpu, elementwise as ew
 from fastae.kernels.threads import pool_threads
@@ -179,23 +179,16 @@ def test_eight_python_threads_with_two_numba_threads_each(rng):
         want = [run(*x, seed) for seed, x in enumerate(inputs)]
     finally:
         numba.set_num_threads(before)
-    got, errors = [None] * 8, []
+    got = [None] * 8
 
     def worker(t):
-        try:
-            numba.set_num_threads(2)  # per calling thread
-            results = None
-            for _ in range(5):
-                results = [run(*x, seed) for seed, x in enumerate(inputs)]
-            got[t] = results
-        except BaseException as exc:  # reported below, not lost in the thread
-            errors.append(exc)
+        numba.set_num_threads(2)  # per calling thread
+        results = None
+        for _ in range(5):
+            results = [run(*x, seed) for seed, x in enumerate(inputs)]
+        got[t] = results
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(worker)
     assert not errors, errors
     for results in got:
         for g, w in zip(results, want):
