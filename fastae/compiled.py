@@ -21,18 +21,18 @@ import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
-from .fitted import CHUNK
+from . import chain
+from .chain import CHUNK, PARALLEL_WORK, Chain, chain_of
 from .kernels import cpu, packed
 from .kernels import threads
-from .kernels.elementwise import ACTIVATIONS, LINEAR, RELU, SIGMOID, TANH
+from .kernels.elementwise import RELU, SIGMOID, TANH
 from .kernels.jit import cpu_jit
-from .network import _aligned, copy as _aligned_copy
+from .kernels.views import flat, matrix
 
 PARTS = ("encode", "decode", "reconstruct")
 
-PARALLEL_WORK = 100000  # multiply-adds of a layer worth splitting between threads (~5 us)
 
 # return codes of the C ABI function
 OK, BAD_ROWS, NULL_POINTER, OVERLAP = 0, 1, 2, 3
@@ -46,72 +46,111 @@ def check_part(part):
 
 # ---- the compiled bodies (shared by every model; compiled once per dtype and cached on disk)
 
+chain_work = register_jitable(chain.chain_work)
+
+
+@register_jitable
+def chain_problem(params, layout, acts, prox, packed_w, packed_at, x, out, work, part):
+    """What is wrong with the arguments of chain_rows: 0 nothing, else a code (the messages:
+    _raise_chain_problem).
+    Compiled code never trusts its caller: every offset the chain will read through is checked."""
+    n_layers = layout.shape[0]
+    if n_layers < 1 or layout.shape[1] != 4 or acts.shape[0] != n_layers or prox.shape[0] != 2:
+        return 1
+    if x.shape[1] != layout[0, 2]:
+        return 2
+    if out.shape[0] != x.shape[0] or out.shape[1] != layout[n_layers - 1, 1]:
+        return 3
+    if packed_at.shape[0] != n_layers + 1 or packed_at[n_layers] > packed_w.size:
+        return 4
+    nr = packed.panel_outputs(params)
+    for l in range(n_layers):
+        w, width, inp = layout[l, 0], layout[l, 1], layout[l, 2]
+        if w < 0 or width < 1 or inp < 0 or layout[l, 3] < w + width * inp or layout[l, 3] + width > params.size or (
+                l > 0 and inp != layout[l - 1, 1]) or packed_at[l] < 0 or (
+                packed_at[l + 1] - packed_at[l] < -(-width // nr) * nr * inp):
+            return 5
+    if x.shape[0] > 0 and (work.size < chain_work(layout, min(x.shape[0], CHUNK)) or part.size < packed.BLOCK_ROWS * nr):
+        return 6
+    return 0
+
+
+@register_jitable
+def _raise_chain_problem(problem):
+    if problem == 1:
+        raise ValueError("layout, acts and prox do not describe a chain of layers")
+    if problem == 2:
+        raise ValueError("x has the wrong number of columns for this model")
+    if problem == 3:
+        raise ValueError("out has the wrong shape for this model")
+    if problem == 4:
+        raise ValueError("packed_at does not match the layout")
+    if problem == 5:
+        raise ValueError("layout does not fit the parameter buffers")
+    raise ValueError("work or part is too small for the rows of x")
+
+
 @cpu_jit
-def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, check, x, out):
+def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, out, work, part):
     """Dense layers 0 .. L-1 (layout[l] = (W offset, out, in, b offset), activation acts[l]) on
     the rows of x, into out; after layer prox[0] (-1: none) the L1 proximal operator with weight
     l1, non-negative when prox[1] (an array, not literals: one specialization serves every
-    model). Rows go in chunks of CHUNK through two ping-pong buffers allocated here (nothing
-    shared between calls).
+    model). Rows go in chunks of up to CHUNK through two ping-pong buffers in `work` (at least
+    chain_work(layout, min(n, CHUNK)) entries); `part` is the panels' scratch (packed.scratch).
 
     The layers run the register-blocked kernels over the packed weights (layer l's at
-    packed_w[packed_at[l]:]; `threads` > 1 splits a large layer's panels between Numba's
-    threads): each row's result is the same bits whatever rows come with it and however many
-    threads run. With `check`, returns False having written nothing when x holds NaN or inf
-    (else True)."""
+    packed_w[packed_at[l]:]): each row's result is the same bits whatever rows come with it and
+    however many threads run. `threads` > 1 splits a large layer's panels between Numba's
+    threads; `threads` None compiles the serial chain alone (no parallel kernel in its code: what
+    `compiled()` and `kernels.native` use)."""
+    problem = chain_problem(params, layout, acts, prox, packed_w, packed_at, x, out, work, part)
+    if problem != 0:
+        _raise_chain_problem(problem)
     n_layers = layout.shape[0]
-    if n_layers < 1 or layout.shape[1] != 4 or acts.shape[0] != n_layers or prox.shape[0] != 2:
-        raise ValueError("layout, acts and prox do not describe a chain of layers")
     prox_at, nonneg = prox[0], prox[1] != 0
-    if x.shape[1] != layout[0, 2]:
-        raise ValueError("x has the wrong number of columns for this model")
-    if out.shape[0] != x.shape[0] or out.shape[1] != layout[n_layers - 1, 1]:
-        raise ValueError("out has the wrong shape for this model")
-    if packed_at.shape[0] != n_layers + 1 or packed_at[n_layers] > packed_w.size:
-        raise ValueError("packed_at does not match the layout")
-    for l in range(n_layers):
-        w, width, inp = layout[l, 0], layout[l, 1], layout[l, 2]
-        if w < 0 or layout[l, 3] < w + width * inp or layout[l, 3] + width > params.size or (
-                l > 0 and inp != layout[l - 1, 1]) or packed_at[l] < 0 or packed_at[l] > packed_at[l + 1]:
-            raise ValueError("layout does not fit the parameter buffers")
     n = x.shape[0]
     if n == 0:
-        return True
-    if check and not cpu.all_finite(x.ravel()):
-        return False
+        return
     rows = min(n, CHUNK)
-    widest = 1
-    for l in range(n_layers - 1):
-        widest = max(widest, layout[l, 1])
-    slot = -(-(rows * widest) // 16) * 16  # each buffer starts on a 64-byte boundary
-    work = packed.scratch(2 * slot, params)
+    slot = chain_work(layout, rows) // 2
     nr = packed.panel_outputs(params)
-    part = packed.scratch(packed.BLOCK_ROWS * nr, params)
     for start in range(0, n, rows):
         m = min(rows, n - start)
-        xc = x[start:start + m]
         for l in range(n_layers):
-            w, width, inp, b = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            width, inp, b = layout[l, 1], layout[l, 2], layout[l, 3]
             bias = params[b:b + width]
             if l == n_layers - 1:
                 dst = out[start:start + m]
             else:
-                dst = work[(l % 2) * slot:(l % 2) * slot + m * width].reshape((m, width))
+                dst = matrix(work[(l % 2) * slot:], m, width)
             if l == 0:
-                src = xc
+                src = x[start:start + m]
             else:
-                o = ((l - 1) % 2) * slot
-                src = work[o:o + m * inp].reshape((m, inp))
+                src = matrix(work[((l - 1) % 2) * slot:], m, inp)
             Wp = packed_w[packed_at[l]:packed_at[l + 1]]
-            if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
-                packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
-            else:  # what affine_forward does, with one scratch for every layer
+            serial = True
+            if threads is not None:
+                if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
+                    packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
+                    serial = False
+            if serial:  # what affine_forward does, with one scratch for every layer
                 packed.panels_into(src, Wp, bias, acts[l] == RELU, dst, part, 0, -(-width // nr))
                 if acts[l] == SIGMOID or acts[l] == TANH:
                     packed.activate_span(dst, acts[l], 0, m, 0, width)
             if l == prox_at:
-                flat = dst.ravel()
-                cpu.l1_prox(flat, l1, nonneg, flat)
+                values = flat(dst)
+                cpu.l1_prox(values, l1, nonneg, values)
+
+
+@cpu_jit
+def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, check, x, out):
+    """chain_rows with its scratch allocated here (nothing shared between calls). With `check`,
+    returns False having written nothing when x holds NaN or inf (else True)."""
+    if check and not cpu.all_finite(flat(x)):
+        return False
+    work = packed.scratch(chain_work(layout, min(max(x.shape[0], 1), CHUNK)), params)
+    part = packed.scratch(packed.BLOCK_ROWS * packed.panel_outputs(params), params)
+    chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, out, work, part)
     return True
 
 
@@ -162,36 +201,6 @@ def _is_null(typingctx, ptr):
 
 # ---- what a part computes, read from the fitted state
 
-class _Chain:
-    """Dense layers in one private, 64-byte aligned flat buffer."""
-
-    def __init__(self, pairs, acts, dtype, prox_at=-1, l1=0.0, nonneg=False):
-        rows, offset = [], 0
-        for W, _ in pairs:
-            out, inp = W.shape
-            b_offset = _aligned(offset + out * inp)
-            rows.append((offset, out, inp, b_offset))
-            offset = _aligned(b_offset + out)
-        params = np.zeros(max(offset, 1), dtype)
-        for (w, out, inp, b), (W, bias) in zip(rows, pairs):
-            params[w:w + out * inp] = np.asarray(W, dtype).reshape(-1)
-            params[b:b + out] = np.asarray(bias, dtype)
-        self.params = _aligned_copy(params)
-        self.layout = np.asarray(rows, np.int64).reshape(-1, 4)
-        # each layer's weights packed for the register-blocked kernels, 64-byte aligned
-        at = [0]
-        for W, _ in pairs:
-            at.append(_aligned(at[-1] + packed.packed_size(W.shape[0], W.shape[1], dtype)))
-        self.packed_at = np.asarray(at, np.int64)
-        self.packed = _aligned_copy(np.zeros(max(at[-1], 1), dtype))
-        for l, (W, _) in enumerate(pairs):
-            packed.pack(np.ascontiguousarray(W, dtype), self.packed[at[l]:at[l] + packed.packed_size(*W.shape, dtype)])
-        self.acts = np.asarray(acts, np.int64)
-        self.prox_at, self.l1, self.nonneg = int(prox_at), float(l1), bool(nonneg)
-        self.prox = np.array([self.prox_at, int(self.nonneg)], np.int64)
-        self.n_in, self.n_out = int(self.layout[0, 2]), int(self.layout[-1, 1])
-
-
 class _Affine:
     """PCA: out = (x - shift) @ M + add in float64."""
 
@@ -202,28 +211,6 @@ class _Affine:
         self.n_in, self.n_out = self.M.shape
 
 
-def neural_layers(state, part):
-    """[(W, b, activation code), ...] of a part of a fitted Autoencoder or VAE (host arrays), and
-    the index of the layer after which the L1 prox applies (-1: none), its weight and sign rule.
-    A VAE's encoder ends in the mu head; its reconstruct decodes mu."""
-    spec = state.spec
-    layers = [(state.host(W), state.host(b)) for W, b in state.layers()]
-    acts = [int(a) for a in state.net.acts]
-    split = len(spec.hidden)
-    if spec.is_vae:
-        acts = acts[:split] + [LINEAR, LINEAR] + acts[split + 1:]  # heads split: mu, logvar
-        encoder = [(W, b, a) for (W, b), a in zip(layers[:split + 1], acts[:split + 1])]
-        decoder = [(W, b, a) for (W, b), a in zip(layers[split + 2:], acts[split + 2:])]
-        prox = (-1, 0.0, False)
-    else:
-        encoder = [(W, b, a) for (W, b), a in zip(layers[:split + 1], acts[:split + 1])]
-        decoder = [(W, b, a) for (W, b), a in zip(layers[split + 1:], acts[split + 1:])]
-        prox = (split, spec.l1, ACTIVATIONS[spec.code_activation] == RELU) if spec.l1 > 0 else (-1, 0.0, False)
-    chain = {"encode": encoder, "decode": decoder, "reconstruct": encoder + decoder}[part]
-    prox_at = prox[0] if part != "decode" else -1
-    return chain, prox_at, prox[1], prox[2]
-
-
 def _program(state, part):
     if hasattr(state, "components"):  # PCA
         C, mean = state.components, state.mean
@@ -231,9 +218,7 @@ def _program(state, part):
         if part == "encode":
             return _Affine(C.T, mean, zeros_k), C.dtype
         return _Affine(C, zeros_k, mean), C.dtype  # decode (reconstruct: see build)
-    chain, prox_at, l1, nonneg = neural_layers(state, part)
-    dtype = state.dtype
-    return _Chain([(W, b) for W, b, _ in chain], [a for _, _, a in chain], dtype, prox_at, l1, nonneg), dtype
+    return chain_of(state, part), state.dtype
 
 
 # ---- building the functions
@@ -247,7 +232,7 @@ def _body(program, c_abi):
     f(x_ptr, n_rows, out_ptr) -> int32 viewing the pointers with numba.carray. The C entry calls
     the shared kernels itself (no wrapper in between: one function to compile)."""
     n_in, n_out = program.n_in, program.n_out
-    if isinstance(program, _Chain):
+    if isinstance(program, Chain):
         params, layout, acts = program.params, program.layout, program.acts
         prox, l1 = program.prox, program.l1
         packed_w, packed_at = program.packed, program.packed_at
@@ -256,7 +241,7 @@ def _body(program, c_abi):
         def run(x, out):
             if _overlaps(x, out):
                 raise ValueError("out must not overlap x")
-            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
+            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, None, False, x, out)
 
         def c_run(x_ptr, n_rows, out_ptr):
             if n_rows < 0:
@@ -266,7 +251,7 @@ def _body(program, c_abi):
             x, out = numba.carray(x_ptr, (n_rows, n_in)), numba.carray(out_ptr, (n_rows, n_out))
             if _overlaps(x, out):
                 return OVERLAP
-            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
+            chain_into(params, layout, acts, prox, l1, packed_w, packed_at, None, False, x, out)
             return OK
     elif isinstance(program, _Affine):
         M, shift, add = program.M, program.shift, program.add

@@ -477,7 +477,7 @@ class _Deferred:
             setattr(self, name, self._entry(name, getattr(compiled, name), getattr(python, name)))
         # cpu inference (compiled.chain_into) likewise; run in Python it keeps to one thread (the
         # same results) so as not to compile the parallel kernel in this process either
-        self.chain_into = self._entry("chain_into", chains.chain_into, _one_thread(chains.chain_into.py_func))
+        self.chain_into = self._entry("chain_into", chains.chain_into, _one_thread(chains))
 
     def _entry(self, name, jitted, python):
 
@@ -501,17 +501,24 @@ class _Deferred:
         status = self._process.poll()
         if status is None:
             return False
-        # done: load what it compiled (or, had it failed, compile here)
+        # done: load what it compiled (or, had it failed, compile here), the native chain too
+        from . import native_chain
+        native_chain.forget()
         return status != 0 or jit.load_cached(jitted, args) or True
 
 
-def _one_thread(chain_into):
-    """chain_into run in Python: one thread, and the finite check in NumPy (the same answer, no
-    compile)."""
+def _one_thread(chains):
+    """chain_into run in Python over the compiled kernels: one thread, the finite check and the
+    scratch in NumPy (the same answer, no compile but the kernels')."""
+    from .kernels import packed
+
     def call(params, layout, acts, prox, l1, packed_w, packed_at, threads, check, x, out):
         if check and x.size and not np.isfinite(x).all():
             return False
-        return chain_into(params, layout, acts, prox, l1, packed_w, packed_at, 1, False, x, out)
+        work = packed.scratch(chains.chain_work(layout, min(max(x.shape[0], 1), chains.CHUNK)), params)
+        part = packed.scratch(packed.BLOCK_ROWS * packed.panel_outputs(params), params)
+        chains.chain_rows.py_func(params, layout, acts, prox, l1, packed_w, packed_at, None, x, out, work, part)
+        return True
     return call
 
 

@@ -18,11 +18,11 @@ import numpy as np
 from . import engine
 from .kernels import backend as _backend
 from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
-from .kernels.threads import pool_threads
+from .kernels.threads import pool_threads, requested as requested_threads
 from . import network
+from .chain import CHUNK  # noqa: F401 (inference rows per compiled call: bounds the workspace)
 from .network import Network
 
-CHUNK = 4096  # inference rows per compiled call: bounds the workspace
 
 # what makes two specs the same network (warm_start and partial_fit need it unchanged)
 ARCHITECTURE = ("n_features", "hidden", "width", "activation", "code_activation", "output_activation",
@@ -247,25 +247,33 @@ class FittedModel:
             chains = self._chains = {}
         chain = chains.get(part)
         if chain is None:
-            from . import compiled
+            from .chain import Chain, chain_of
             if part == "heads":  # a VAE's trunk and its fused [mu | logvar] layer
                 split = len(self.spec.hidden)
                 acts = [int(a) for a in self.net.acts[:split]] + [LINEAR]
-                chain = compiled._Chain([self.net.layer(l, self.params) for l in range(split + 1)], acts, self.dtype)
+                chain = Chain([self.net.layer(l, self.params) for l in range(split + 1)], acts, self.dtype)
             else:
-                chain = compiled._program(self, part)[0]
+                chain = chain_of(self, part)
             chains[part] = chain
         return chain
 
     def run_chain(self, part, X, out=None):
-        """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out."""
+        """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out: native
+        code (no Numba in the process) when the call runs on one thread and the machine code is
+        at hand (fastae.native_chain), else the Numba chain (threads, or until it is built)."""
         try:
             chain = self._chains[part]
         except (AttributeError, KeyError):
             chain = self._chain(part)
+        result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
+        if not chain.splits(X.shape[0], requested_threads()):
+            done = _native().run(chain, X, result)
+            if done is not None:
+                if not done:
+                    raise ValueError("X contains NaN or infinity")
+                return result
         compiled = _compiled()
         run = getattr(self.engine, "chain_into", compiled.chain_into)  # deferred until compiled
-        result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
         if not run(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,
                    pool_threads(), True, X, result):
             raise ValueError("X contains NaN or infinity")
@@ -377,6 +385,18 @@ def _denormals():
     """fastae.kernels.denormals, imported on first use (it imports Numba)."""
     from .kernels import denormals
     return denormals
+
+
+def _native():
+    """fastae.native_chain, imported on first use."""
+    global _native_module
+    if _native_module is None:
+        from . import native_chain
+        _native_module = native_chain
+    return _native_module
+
+
+_native_module = None
 
 
 def _compiled():

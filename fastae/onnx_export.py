@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from .compiled import check_part, neural_layers
+from .chain import neural_layers
+from .compiled import check_part
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17: readable by ONNX Runtime 1.12 and later

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 
 
-KINDS = ("autoencoder", "autoencoder-bce", "vae")  # and "vae-passes": a VAE's training and scoring only,
-# "kernels": the public kernels' own signatures (fastae.kernels.warmup)
+KINDS = ("native", "autoencoder", "autoencoder-bce", "vae")  # and "vae-passes": a VAE's training and
+# scoring only, "kernels": the public kernels' own signatures (fastae.kernels.warmup); "native": the
+# inference chain as an object file that later processes run without Numba (fastae.native_chain)
 
 
 def run(dtype, backend="cpu", kinds=KINDS):
@@ -21,6 +22,9 @@ def run(dtype, backend="cpu", kinds=KINDS):
     from .vae import VAE
     defer, engine.DEFER = engine.DEFER, False
     try:
+        if "native" in kinds and backend == "cpu":
+            from . import native_chain
+            native_chain.build(dtype)
         if "kernels" in kinds:
             from .kernels import warmup as kernels_warmup
             kernels_warmup(backend, (dtype,))
@@ -29,6 +33,8 @@ def run(dtype, backend="cpu", kinds=KINDS):
         if "autoencoder" in kinds:  # the training pass, then inference
             model = Autoencoder(hidden=(2,), code=2, l1=0.1, noise=0.1, **common).fit(X)
             model.decode(model.transform(X))
+            if backend == "cpu":
+                _threaded_chain(model)
             model.score(X)
             model.value_and_grad(X)
         if "autoencoder-bce" in kinds:
@@ -44,6 +50,17 @@ def run(dtype, backend="cpu", kinds=KINDS):
         engine.DEFER = defer
 
 
+def _threaded_chain(model):
+    """Compile the Numba chain that calls which split layers between threads run (a tiny call
+    runs natively once the native chain is built, and would not compile it)."""
+    from . import compiled
+    chain = model._state()._chain("encode")
+    x = np.zeros((1, chain.n_in), chain.params.dtype)
+    out = np.empty((1, chain.n_out), chain.params.dtype)
+    compiled.chain_into(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,
+                        2, True, x, out)
+
+
 def warmup(backend, dtypes):
     """fastae.warmup: on the cpu backend with a disk cache, a second process compiles the public
     kernels and then the VAE's passes while this one compiles the autoencoder's passes and the
@@ -56,7 +73,7 @@ def warmup(backend, dtypes):
     for dtype in dtypes:
         helper = None
         if backend == "cpu" and jit.caching_enabled(engine.for_backend("cpu").ae_pass):
-            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "kernels,vae-passes",
+            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "kernels,vae-passes,native",
                                        dtype], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         try:

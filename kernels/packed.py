@@ -43,37 +43,8 @@ from . import simd
 from .cpu import exp_like, in_dtype_of
 from .elementwise import RELU, SIGMOID, TANH
 from .jit import cpu_jit, plain_argument_types
-
-ROWS = 6          # rows of the main register tile (4 and 1 for the rows left over)
-VECTORS = 4       # vectors of a register tile (and of a panel)
-BLOCK_ROWS = 64   # rows per pass over a panel (their sums, 16 KB, stay in L1 until written out)
-K_BLOCK = 128     # inputs per slice of a panel (32 KB: stays in L1 while every tile of a block reads it)
-
-
-def panel_width(dtype):
-    """Outputs per panel: 64 for float32, 32 for float64."""
-    return VECTORS * simd.lanes(dtype)
-
-
-def packed_size(m, k, dtype):
-    """Entries of the packed weights of an (m, k) matrix."""
-    nr = panel_width(dtype)
-    return -(-m // nr) * nr * k
-
-
-def pack(W, out):
-    """W (m, K) into panels (see the module docstring), in NumPy (done once per fitted model: no
-    compile on the way to a first transform); out must hold packed_size(m, K) entries."""
-    W = np.asarray(W)
-    m, K = W.shape
-    nr = panel_width(W.dtype)
-    panels = -(-m // nr)
-    if out.ndim != 1 or out.size != panels * nr * K or out.dtype != W.dtype:
-        raise ValueError("out has the wrong size or dtype for the packed weights")
-    padded = np.zeros((panels * nr, K), W.dtype)
-    padded[:m] = W
-    out[:] = padded.reshape(panels, nr, K).transpose(0, 2, 1).reshape(-1)
-
+from .packing import BLOCK_ROWS, K_BLOCK, ROWS, VECTORS, pack, packed_size, panel_width  # noqa: F401
+from .views import flat as flat_view
 
 TILE_ROWS = (ROWS, 4, 1)          # the tiles' heights: rows left over after the 6-row tiles go 4 or 1 at a time
 TILE_VECTORS = (VECTORS, 2, 1)    # and widths: a panel holding at most 2 (or 1) vectors of outputs
@@ -172,7 +143,7 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
     base, first = p * K * nr, p * nr
     width = min(nr, m - first)
     vectors = VECTORS if width > 2 * L else (2 if width > L else 1)  # a partial panel: no padding
-    xf = x.ravel()
+    xf = flat_view(x)
     # the block's tiles share a K_BLOCK-deep slice of the panel in L1 (no inputs: one empty slice,
     # which writes the zero sums)
     for k0 in range(0, max(K, 1), K_BLOCK):
@@ -183,7 +154,7 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
             _tile(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume, rows, vectors)
             i += rows
     if simd.c_layout(out) and width == nr:  # bias and ReLU in registers
-        flat = out.ravel()
+        flat = flat_view(out)
         for i in range(i0, i1):
             at, o = (i - i0) * nr, i * m + first
             for v in range(VECTORS):
@@ -191,7 +162,7 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
                 simd.store(flat, o + v * L, simd.relu(y) if relu else y)
         return
     if simd.c_layout(out):  # a layer's last, partial panel
-        flat, bias = out.ravel(), b[first:first + width]
+        flat, bias = flat_view(out), b[first:first + width]
         for i in range(i0, i1):
             sums, dst = part[(i - i0) * nr:(i - i0) * nr + width], flat[i * m + first:i * m + first + width]
             for c in range(width):  # over 0-based views: the loop vectorizes
@@ -256,7 +227,7 @@ def activate_span(out, act, i0, i1, c0, c1):
     fused: the same rounded pre-activation goes through the same formula."""
     simd.prefer_wide_vectors()
     if simd.c_layout(out):
-        flat, m = out.ravel(), out.shape[1]
+        flat, m = flat_view(out), out.shape[1]
         for i in range(i0, i1):
             _activate(flat[i * m + c0:i * m + c1], act)
     else:  # ravel would be a copy

@@ -38,6 +38,22 @@ def pool_threads():
     return 1
 
 
+def requested():
+    """pool_threads() where Numba is imported; else, without importing it, the count Numba
+    would start with (NUMBA_NUM_THREADS, or the cores this process may run on): a process that
+    runs inference natively (`fastae.native_chain`) decides whether a call splits without Numba."""
+    if "numba" in sys.modules:
+        return pool_threads()
+    try:
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity here (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _threadsafe_count():
     """numba.get_num_threads without its checks (0.07 us instead of 0.6: this is on the
     latency path), once the pool is launched; None where the layer is not thread-safe."""
