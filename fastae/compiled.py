@@ -26,6 +26,7 @@ from numba.extending import intrinsic, register_jitable
 from . import chain
 from .chain import CHUNK, PARALLEL_WORK, Chain, chain_of
 from .kernels import cpu, packed
+from .kernels import pool as pool_layer
 from .kernels import threads
 from .kernels.elementwise import RELU, SIGMOID, TANH
 from .kernels.jit import cpu_jit
@@ -91,7 +92,7 @@ def _raise_chain_problem(problem):
 
 
 @cpu_jit
-def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, out, work, part):
+def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, pool, x, out, work, part):
     """Dense layers 0 .. L-1 (layout[l] = (W offset, out, in, b offset), activation acts[l]) on
     the rows of x, into out; after layer prox[0] (-1: none) the L1 proximal operator with weight
     l1, non-negative when prox[1] (an array, not literals: one specialization serves every
@@ -100,9 +101,10 @@ def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, 
 
     The layers run the register-blocked kernels over the packed weights (layer l's at
     packed_w[packed_at[l]:]): each row's result is the same bits whatever rows come with it and
-    however many threads run. `threads` > 1 splits a large layer's panels between Numba's
-    threads; `threads` None compiles the serial chain alone (no parallel kernel in its code: what
-    `compiled()` and `kernels.native` use)."""
+    however many threads run. A large layer's panels are split between Numba's threads when
+    `threads` > 1, or between the workers of fastae's own pool (`kernels.pool`: the native
+    chain) when `pool` is its control block and it has workers. None for either compiles the
+    chain without that parallel code (`compiled()` passes None for both: the serial chain)."""
     problem = chain_problem(params, layout, acts, prox, packed_w, packed_at, x, out, work, part)
     if problem != 0:
         _raise_chain_problem(problem)
@@ -129,6 +131,10 @@ def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, 
                 src = matrix(work[((l - 1) % 2) * slot:], m, inp)
             Wp = packed_w[packed_at[l]:packed_at[l + 1]]
             serial = True
+            if pool is not None:
+                if pool[pool_layer.WORKERS] > 0 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
+                    pool_layer.run_layer(pool, src, Wp, bias, acts[l], dst, part)
+                    serial = False
             if threads is not None:
                 if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
                     packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
@@ -150,7 +156,7 @@ def chain_into(params, layout, acts, prox, l1, packed_w, packed_at, threads, che
         return False
     work = packed.scratch(chain_work(layout, min(max(x.shape[0], 1), CHUNK)), params)
     part = packed.scratch(packed.BLOCK_ROWS * packed.panel_outputs(params), params)
-    chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, x, out, work, part)
+    chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, None, x, out, work, part)
     return True
 
 

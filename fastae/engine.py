@@ -517,7 +517,7 @@ def _one_thread(chains):
             return False
         work = packed.scratch(chains.chain_work(layout, min(max(x.shape[0], 1), chains.CHUNK)), params)
         part = packed.scratch(packed.BLOCK_ROWS * packed.panel_outputs(params), params)
-        chains.chain_rows.py_func(params, layout, acts, prox, l1, packed_w, packed_at, None, x, out, work, part)
+        chains.chain_rows.py_func(params, layout, acts, prox, l1, packed_w, packed_at, None, None, x, out, work, part)
         return True
     return call
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import engine
 from .kernels import backend as _backend
 from .kernels.elementwise import ACTIVATIONS, LINEAR, SIGMOID, noise_key
-from .kernels.threads import pool_threads, requested as requested_threads
+from .kernels.threads import pool_threads
 from . import network
 from .chain import CHUNK  # noqa: F401 (inference rows per compiled call: bounds the workspace)
 from .network import Network
@@ -258,20 +258,20 @@ class FittedModel:
         return chain
 
     def run_chain(self, part, X, out=None):
-        """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out: native
-        code (no Numba in the process) when the call runs on one thread and the machine code is
-        at hand (fastae.native_chain), else the Numba chain (threads, or until it is built)."""
+        """encode (a VAE's: mu), heads, decode or reconstruct of checked rows X into out: the
+        native chain where its machine code is at hand (fastae.native_chain: no Numba needed in
+        the process, layers split between fastae's own threads), else the Numba chain (until the
+        native one is built, or where it cannot be). The same bits either way."""
         try:
             chain = self._chains[part]
         except (AttributeError, KeyError):
             chain = self._chain(part)
         result = np.empty((X.shape[0], chain.n_out), self.dtype) if out is None else out
-        if not chain.splits(X.shape[0], requested_threads()):
-            done = _native().run(chain, X, result)
-            if done is not None:
-                if not done:
-                    raise ValueError("X contains NaN or infinity")
-                return result
+        done = _native().run(chain, X, result)
+        if done is not None:
+            if not done:
+                raise ValueError("X contains NaN or infinity")
+            return result
         compiled = _compiled()
         run = getattr(self.engine, "chain_into", compiled.chain_into)  # deferred until compiled
         if not run(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,

@@ -8,25 +8,34 @@ calls it through ctypes when the object is there for this code, this machine and
 and returns None otherwise (the caller runs the Numba chain). Scratch is per Python thread, so
 any number of threads may run chains at once; ctypes releases the GIL during the call.
 """
+import atexit
 import ctypes
 import glob
 import hashlib
 import os
+import platform
+import sys
 import tempfile
 import threading
 
 import numpy as np
 
-from .chain import CHUNK, chain_work
+from .chain import CHUNK
 from .kernels import packing
+from .kernels.threads import requested as requested_threads
 
 NOT_FINITE = 100  # the status of a call whose input holds NaN or inf (nothing written)
 _NOT_RUN = -1
 _DESCRIPTION = 9  # int64 entries describing a chain: layers, then the address and size of each buffer
-_ARGUMENTS = (ctypes.c_int64, ctypes.c_double) + (ctypes.c_int64,) * 8
-_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int64, *_ARGUMENTS)
+CHAIN, WORKER, STOP, CHAIN_OF_ARRAYS = 0, 1, 2, 3  # what a call of the entry point does
+# Where an ndarray object keeps its data pointer: right after the object header (NumPy's
+# PyArray_DATA reads the same field). Handing the native code id(x) instead of x.ctypes.data saves
+# ~2.5 us a call; checked on a probe array below, else the addresses are passed.
+DATA_OFFSET = 16
+_SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int64, *((ctypes.c_int64,) * 11), ctypes.c_double)
 
 _functions = {}
+_POOL_OK = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")  # kernels.atomics.supported
 _load_lock = threading.Lock()
 _local = threading.local()
 
@@ -81,16 +90,34 @@ def _file_name(k):
 # ---- building (needs Numba) and loading (llvmlite alone)
 
 def _make_cfunc(dtype):
+    """The C entry point: entry(mode, a1 .. a10, l1) -> int64.
+    mode CHAIN: a1 description, a2 x, a3 n, a4 out, a5 work, a6 its size, a7 part, a8 its
+    size, a9 status cell, a10 pool control block (WORKERS 0: serial); mode CHAIN_OF_ARRAYS:
+    the same with a2 and a4 the addresses of the NumPy array objects x and out; mode WORKER: the worker
+    loop of pool a1 as worker a2 with scratch a7 (size a8), until the pool stops; mode STOP:
+    stop pool a1."""
     import numba
     from numba import types
     from . import compiled
-    from .kernels import cpu
+    from .kernels import cpu, pool
     from .kernels.views import at_address, flat, matrix
     T = np.dtype(dtype).type
     i64 = np.int64
-    parts = _DESCRIPTION
+    parts, control_size = _DESCRIPTION, pool.CONTROL
 
-    def chain_c(description, l1, x_at, n, out_at, work_at, work_size, part_at, part_size, status_at):
+    def entry(mode, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, l1):
+        if mode == WORKER:
+            if a2 < 1 or a8 < 0:
+                return 1
+            pool.worker_loop(at_address(a1, control_size, i64), a2, at_address(a7, a8, T))
+            return 0
+        if mode == STOP:
+            pool.stop(at_address(a1, control_size, i64))
+            return 0
+        description, x_at, n, out_at, work_at, work_size, part_at, part_size, status_at = (
+            a1, a2, a3, a4, a5, a6, a7, a8, a9)
+        if mode == CHAIN_OF_ARRAYS:  # x and out given as NumPy arrays: their data pointers
+            x_at, out_at = at_address(a2 + DATA_OFFSET, 1, i64)[0], at_address(a4 + DATA_OFFSET, 1, i64)[0]
         status = at_address(status_at, 1, i64)
         d = at_address(description, parts, i64)
         L = d[0]
@@ -114,12 +141,13 @@ def _make_cfunc(dtype):
         if not cpu.all_finite(flat(x)):
             status[0] = NOT_FINITE
             return NOT_FINITE
-        compiled.chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, None, x, out, work, part)
+        compiled.chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, None,
+                            at_address(a10, control_size, i64), x, out, work, part)
         status[0] = 0
         return 0
 
-    signature = types.int64(types.int64, types.float64, *([types.int64] * 8))
-    return numba.cfunc(signature, nogil=True, error_model="numpy", boundscheck=False)(chain_c)
+    signature = types.int64(types.int64, *([types.int64] * 10), types.float64)
+    return numba.cfunc(signature, nogil=True, error_model="numpy", boundscheck=False)(entry)
 
 
 def build(dtype):
@@ -154,17 +182,14 @@ def enabled():
 
 def function(dtype):
     """The native chain for `dtype` as a ctypes function, or None when no object file fits."""
-    if not enabled():
-        return None
-    name = np.dtype(dtype).name
     try:
-        return _functions[name]
+        return _functions[dtype]
     except KeyError:
         pass
     with _load_lock:
-        if name not in _functions:
-            _functions[name] = _load(name)
-    return _functions[name]
+        if dtype not in _functions:
+            _functions[dtype] = _load(np.dtype(dtype).name) if enabled() else None
+    return _functions[dtype]
 
 
 def _load(dtype):
@@ -191,16 +216,41 @@ def _address(a):
     return a.__array_interface__["data"][0]
 
 
-def description(chain):
-    """The int64 description of a chain the native code reads (kept on the chain, which keeps
-    the buffers it points at alive)."""
-    d = getattr(chain, "_native", None)
-    if d is None:
-        d = np.array([chain.layout.shape[0], _address(chain.params), chain.params.size, _address(chain.layout),
-                      _address(chain.acts), _address(chain.prox), _address(chain.packed), chain.packed.size,
-                      _address(chain.packed_at)], np.int64)
-        chain._native = (d, _address(d))
-    return chain._native
+class _Call:
+    """What a call of the native chain needs of one chain, worked out once: the address of its
+    description (which the chain keeps alive, with the buffers it points at) and its sizes."""
+
+    def __init__(self, chain):
+        self.description = np.array([chain.layout.shape[0], _address(chain.params), chain.params.size,
+                                     _address(chain.layout), _address(chain.acts), _address(chain.prox),
+                                     _address(chain.packed), chain.packed.size, _address(chain.packed_at)], np.int64)
+        self.at = _address(self.description)
+        self.dtype, self.l1, self.n_in, self.n_out = chain.params.dtype, chain.l1, chain.n_in, chain.n_out
+        self.widest = int(max([1] + [int(w) for w in chain.layout[:-1, 1]]))
+        self.part = packing.BLOCK_ROWS * packing.panel_width(self.dtype)
+
+    def work(self, rows):
+        """chain_work(layout, rows), without a loop over the layers."""
+        return 2 * (-(-(rows * self.widest) // 16) * 16)
+
+
+def _call_of(chain):
+    call = getattr(chain, "_native_call", None)
+    if call is None:
+        call = chain._native_call = _Call(chain)
+    return call
+
+
+def _data_field_ok():
+    """Whether the data pointer of an ndarray object sits DATA_OFFSET bytes into it, here."""
+    probe = np.arange(3.0)[1:]
+    try:
+        return ctypes.c_void_p.from_address(id(probe) + DATA_OFFSET).value == probe.ctypes.data
+    except (ValueError, OSError):  # pragma: no cover
+        return False
+
+
+_DATA_FIELD = _data_field_ok()
 
 
 def _aligned_empty(n, dtype):
@@ -210,42 +260,120 @@ def _aligned_empty(n, dtype):
 
 
 def _scratch(dtype, work_size, part_size):
-    """This thread's work and part buffers (grown, never shrunk) and status cell."""
+    """This thread's work and part buffers (grown, never shrunk) and status cell, with their
+    addresses."""
     try:
-        buffers = _local.buffers
+        entry = _local.buffers[dtype]
     except AttributeError:
-        buffers = _local.buffers = {}
-    name = np.dtype(dtype).name
-    entry = buffers.get(name)
+        _local.buffers = {}
+        entry = None
+    except KeyError:
+        entry = None
     if entry is None or entry[0].size < work_size or entry[1].size < part_size:
         work = _aligned_empty(max(work_size, 16, 0 if entry is None else entry[0].size), dtype)
         part = _aligned_empty(max(part_size, 0 if entry is None else entry[1].size), dtype)
         status = np.zeros(1, np.int64)
-        entry = buffers[name] = (work, part, status, _address(work), _address(part), _address(status))
+        entry = _local.buffers[dtype] = (work, part, status, _address(work), _address(part), _address(status))
     return entry
+
+
+# ---- fastae's own thread pool (kernels.pool), one per dtype: Python threads that wait inside
+# the native worker loop with the GIL released
+
+_CONTROL, _WORKERS = 56, 32  # kernels.pool.CONTROL and .WORKERS (not imported: that imports Numba)
+_pools = {}
+_pools_lock = threading.Lock()
+_no_pool = np.zeros(_CONTROL, np.int64)  # the control block of a serial call: no workers
+_NO_POOL_AT = _address(_no_pool)
+
+
+class _Pool:
+    def __init__(self, fn, dtype, workers, part_size):
+        self.fn, self.workers = fn, workers
+        self.control = _aligned_empty(_CONTROL, np.int64)
+        self.control[:] = 0
+        self.control[_WORKERS] = workers
+        self.at = _address(self.control)
+        self.lock = threading.Lock()  # one call at a time uses the workers; others run serially
+        self.scratch = [_aligned_empty(part_size, dtype) for _ in range(workers)]
+        self.threads = [threading.Thread(target=fn, name=f"fastae-pool-{i + 1}", daemon=True,
+                                         args=(WORKER, self.at, i + 1, 0, 0, 0, 0, _address(part), part.size, 0, 0,
+                                               0.0))
+                        for i, part in enumerate(self.scratch)]
+        for thread in self.threads:
+            thread.start()
+
+    def close(self):
+        self.fn(STOP, self.at, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def _pool(fn, dtype, workers, part_size):
+    """The pool of `workers` workers for dtype, started on first use (or restarted with another
+    count when Numba's thread count changed), or None while another call uses it."""
+    with _pools_lock:
+        pool = _pools.get(dtype)
+        if pool is None or pool.workers != workers:
+            if pool is not None:
+                if not pool.lock.acquire(blocking=False):
+                    return None
+                pool.close()
+            pool = _pools[dtype] = _Pool(fn, dtype, workers, part_size)
+    return pool
+
+
+def _close_pools():
+    with _pools_lock:
+        for pool in _pools.values():
+            pool.close()
+        _pools.clear()
+
+
+def _after_fork_in_child():
+    _pools.clear()  # the workers did not come along: a child starts pools of its own
+
+
+atexit.register(_close_pools)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run(chain, x, out):
     """Run `chain` on the rows of x (C-contiguous, aligned, the chain's dtype) into out (the
     same, (n, n_out)) natively: True when done, False when x holds NaN or inf (nothing
-    written), None when there is no native code here (nothing done)."""
-    fn = function(chain.params.dtype)
+    written), None when there is no native code here (nothing done). A call whose largest layer
+    is worth splitting (chain.splits) splits it between the threads Numba's thread count asks for
+    (kernels.threads.requested)."""
+    call = _call_of(chain)
+    dtype = call.dtype
+    fn = function(dtype)
     if fn is None:
         return None
-    dtype = chain.params.dtype
-    for a in (x, out):
-        if not (a.dtype == dtype and a.ndim == 2 and a.flags.c_contiguous and a.flags.aligned):
-            return None
+    xf, of = x.flags, out.flags
+    if not (x.dtype == dtype and out.dtype == dtype and x.ndim == 2 and out.ndim == 2 and xf.c_contiguous
+            and of.c_contiguous and xf.aligned and of.aligned):
+        return None
     n = x.shape[0]
     # the native code sees addresses only: the shapes are checked here
-    if x.shape[1] != chain.n_in or out.shape != (n, chain.n_out) or not out.flags.writeable:
+    if x.shape[1] != call.n_in or out.shape != (n, call.n_out) or not of.writeable:
         raise ValueError("native chain: x or out does not have the shape of this chain")
-    work_size = chain_work(chain.layout, min(max(n, 1), CHUNK))
-    part_size = packing.BLOCK_ROWS * packing.panel_width(dtype)
-    work, part, status, work_at, part_at, status_at = _scratch(dtype, work_size, part_size)
-    _, desc_at = description(chain)
-    status[0] = _NOT_RUN
-    fn(desc_at, chain.l1, _address(x), n, _address(out), work_at, work.size, part_at, part.size, status_at)
+    work, part, status, work_at, part_at, status_at = _scratch(dtype, call.work(min(max(n, 1), CHUNK)), call.part)
+    threads = requested_threads()
+    pool = _pool(fn, dtype, threads - 1, call.part) if chain.splits(n, threads) and _POOL_OK else None
+    if pool is not None and not pool.lock.acquire(blocking=False):
+        pool = None
+    try:
+        status[0] = _NOT_RUN
+        if _DATA_FIELD:
+            fn(CHAIN_OF_ARRAYS, call.at, id(x), n, id(out), work_at, work.size, part_at, part.size, status_at,
+               _NO_POOL_AT if pool is None else pool.at, call.l1)
+        else:
+            fn(CHAIN, call.at, x.ctypes.data, n, out.ctypes.data, work_at, work.size, part_at, part.size, status_at,
+               _NO_POOL_AT if pool is None else pool.at, call.l1)
+    finally:
+        if pool is not None:
+            pool.lock.release()
     code = int(status[0])
     if code == 0:
         return True

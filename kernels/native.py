@@ -31,10 +31,12 @@ _STUBBED = {"numba_gil_ensure", "numba_gil_release", "numba_unpickle", "numba_ru
             "numba_do_raise", "numba_fatal_error", "NRT_Free", "NRT_MemInfo_call_dtor", "PyUnicode_FromString",
             "PyErr_WriteUnraisable", "Py_DecRef", "PyErr_Clear", "PyBytes_FromStringAndSize", "PyErr_SetString",
             "PyErr_SetObject", "PyErr_SetNone", "PyErr_Occurred", "PyErr_Fetch", "PyErr_Restore"}
-# functions of the C library the code may call (LLVM lowers some math intrinsics to them)
+# functions of the C library the code may call (LLVM lowers some math intrinsics to them; syscall:
+# the futex of kernels.atomics)
 _LIBC = {"expf", "exp", "logf", "log", "log1pf", "log1p", "expm1f", "expm1", "tanhf", "tanh", "sinf", "sin", "cosf",
          "cos", "powf", "pow", "sqrtf", "sqrt", "fmodf", "fmod", "memset", "memcpy", "memmove", "exp2f", "exp2",
-         "log2f", "log2", "atan2f", "atan2", "floorf", "floor", "ceilf", "ceil", "roundf", "round", "truncf", "trunc"}
+         "log2f", "log2", "atan2f", "atan2", "floorf", "floor", "ceilf", "ceil", "roundf", "round", "truncf", "trunc",
+         "syscall"}
 _DECLARE = re.compile(r"^declare (?P<attrs>[^@]*?)(?P<ret>void|i1|i8|i16|i32|i64|ptr|float|double) "
                       r"@(?P<name>[\w.$\"]+)\((?P<params>[^)]*)\)(?P<tail>.*)$", re.M)
 _EXTERNAL_GLOBAL = re.compile(r"^@(?P<name>[\w.$]+) = external global (?P<type>\S+)$", re.M)

@@ -39,11 +39,21 @@ def pool_threads():
 
 
 def requested():
-    """pool_threads() where Numba is imported; else, without importing it, the count Numba
-    would start with (NUMBA_NUM_THREADS, or the cores this process may run on): a process that
-    runs inference natively (`fastae.native_chain`) decides whether a call splits without Numba."""
+    """How many threads the caller asks inference to use: Numba's thread count for the calling
+    thread where Numba is imported (numba.set_num_threads, whatever the threading layer: fastae's
+    own pool, `kernels.pool`, runs anywhere); else, without importing Numba, the count Numba
+    would start with (NUMBA_NUM_THREADS, or the cores this process may run on)."""
     if "numba" in sys.modules:
-        return pool_threads()
+        count = _pool.get("requested")
+        if count is None:
+            try:
+                from numba.np.ufunc import parallel
+                parallel._launch_threads()
+                count = parallel._get_num_threads
+            except Exception:  # no threading layer at all: Numba's default count
+                count = lambda: int(__import__("numba").config.NUMBA_NUM_THREADS)  # noqa: E731
+            _pool["requested"] = count
+        return max(1, count())
     try:
         return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
     except (KeyError, ValueError):

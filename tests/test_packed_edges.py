@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import fastae
+from fastae import native_chain
 from fastae.kernels import packed
 from fastae.kernels.elementwise import RELU
 
@@ -89,14 +90,17 @@ def test_transform_in_a_child_forked_after_the_parent_launched_gnu_openmp(tmp_pa
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def _run_with_omp(script, tmp_path, rng, *extra):
-    """Run `script` (argv: a saved model, its data, *extra) in a new process with 2 Numba threads;
-    skipped where Numba's threading layer is not omp (the script exits 77)."""
+def _run_with_omp(script, tmp_path, rng, *extra, native=False):
+    """Run `script` (argv: a saved model, its data, *extra) in a new process with 2 Numba threads,
+    inference on the Numba chain (or the native one: built first); skipped where Numba's threading
+    layer is not omp (the script exits 77)."""
+    if native:
+        assert native_chain.build("float32") is not None
     X = rng.uniform(size=(2000, 80)).astype(np.float32)
     model = fastae.Autoencoder(hidden=(130,), code=64, epochs=1, batch_size=500, seed=0).fit(X)
     model.save(tmp_path / "model.npz")
     np.save(tmp_path / "X.npy", X)
-    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0")
+    env = dict(os.environ, NUMBA_NUM_THREADS="2", FASTAE_BACKGROUND_COMPILE="0", FASTAE_NATIVE="1" if native else "0")
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.npz"), str(tmp_path / "X.npy"), *extra],
                          env=env, capture_output=True, text=True, timeout=600)
     if run.returncode == 77:
@@ -179,8 +183,9 @@ _FORK_THEN_EXEC = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_transform_in_a_forked_child_whose_parent_then_exec_d(tmp_path, rng):
-    run = _run_with_omp(_FORK_THEN_EXEC, tmp_path, rng)
+@pytest.mark.parametrize("native", [False, True], ids=["numba", "native"])
+def test_transform_in_a_forked_child_whose_parent_then_exec_d(tmp_path, rng, native):
+    run = _run_with_omp(_FORK_THEN_EXEC, tmp_path, rng, native=native)
     assert run.returncode == 0, f"child exit status {run.returncode}: {run.stdout + run.stderr}"
 
 
@@ -203,8 +208,15 @@ _LAUNCH_FIRST = textwrap.dedent("""
 
 
 def test_threads_started_before_import_fastae_run_serial_with_one_warning(tmp_path, rng):
-    """fastae cannot tell such a process from a child forked after its parent started the omp
-    layer, so it stays serial, and says so once (not silently half the speed)."""
+    """On the Numba chain, fastae cannot tell such a process from a child forked after its parent
+    started the omp layer, so it stays serial, and says so once (not silently half the speed)."""
     run = _run_with_omp(_LAUNCH_FIRST, tmp_path, rng)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["1"]
+
+
+def test_threads_started_before_import_fastae_native_chain_splits_without_warning(tmp_path, rng):
+    """The native chain splits layers on fastae's own pool, whoever started Numba's."""
+    run = _run_with_omp(_LAUNCH_FIRST, tmp_path, rng, native=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0"]
