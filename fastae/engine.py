@@ -501,9 +501,14 @@ class _Deferred:
         status = self._process.poll()
         if status is None:
             return False
-        # done: load what it compiled (or, had it failed, compile here), the native chain too
-        from . import native_chain
-        native_chain.forget()
+        # done: load what it compiled (or, had it failed, compile here)
+        if name == "chain_into":
+            from . import native_chain
+            if "native" not in self._looked:
+                self._looked.add("native")
+                native_chain.forget()  # it built the native chain: from the next call on, inference runs that
+            if status == 0 and not jit.load_cached(jitted, args) and native_chain.function(np.dtype(self._dtype)):
+                return False  # (it did not compile this one: it is not needed then)
         return status != 0 or jit.load_cached(jitted, args) or True
 
 

@@ -35,7 +35,7 @@ DATA_OFFSET = 16
 _SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_int64, *((ctypes.c_int64,) * 11), ctypes.c_double)
 
 _functions = {}
-_POOL_OK = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")  # kernels.atomics.supported
+POOL_OK = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")  # kernels.atomics.supported
 _load_lock = threading.Lock()
 _local = threading.local()
 
@@ -101,9 +101,13 @@ def _make_cfunc(dtype):
     from . import compiled
     from .kernels import cpu, pool
     from .kernels.views import at_address, flat, matrix
+    from .kernels.jit import cpu_jit
     T = np.dtype(dtype).type
     i64 = np.int64
     parts, control_size = _DESCRIPTION, pool.CONTROL
+    # typed into the entry point: one library to optimize (a separately compiled chain would be
+    # optimized once more inside it)
+    chain_rows = cpu_jit(compiled.chain_rows.py_func, inline="always")
 
     def entry(mode, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, l1):
         if mode == WORKER:
@@ -141,8 +145,8 @@ def _make_cfunc(dtype):
         if not cpu.all_finite(flat(x)):
             status[0] = NOT_FINITE
             return NOT_FINITE
-        compiled.chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, None,
-                            at_address(a10, control_size, i64), x, out, work, part)
+        chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, None, at_address(a10, control_size, i64),
+                   x, out, work, part)
         status[0] = 0
         return 0
 
@@ -355,12 +359,15 @@ def run(chain, x, out):
             and of.c_contiguous and xf.aligned and of.aligned):
         return None
     n = x.shape[0]
+    threads = requested_threads()
+    splits = chain.splits(n, threads)
+    if splits and not POOL_OK:
+        return None  # no pool of our own on this platform: Numba's threads split the layer
     # the native code sees addresses only: the shapes are checked here
     if x.shape[1] != call.n_in or out.shape != (n, call.n_out) or not of.writeable:
         raise ValueError("native chain: x or out does not have the shape of this chain")
     work, part, status, work_at, part_at, status_at = _scratch(dtype, call.work(min(max(n, 1), CHUNK)), call.part)
-    threads = requested_threads()
-    pool = _pool(fn, dtype, threads - 1, call.part) if chain.splits(n, threads) and _POOL_OK else None
+    pool = _pool(fn, dtype, threads - 1, call.part) if splits else None
     if pool is not None and not pool.lock.acquire(blocking=False):
         pool = None
     try:

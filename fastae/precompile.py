@@ -33,7 +33,7 @@ def run(dtype, backend="cpu", kinds=KINDS):
         if "autoencoder" in kinds:  # the training pass, then inference
             model = Autoencoder(hidden=(2,), code=2, l1=0.1, noise=0.1, **common).fit(X)
             model.decode(model.transform(X))
-            if backend == "cpu":
+            if backend == "cpu" and not _native_splits(dtype):
                 _threaded_chain(model)
             model.score(X)
             model.value_and_grad(X)
@@ -50,9 +50,15 @@ def run(dtype, backend="cpu", kinds=KINDS):
         engine.DEFER = defer
 
 
+def _native_splits(dtype):
+    """Whether inference here runs the native chain, threads included (fastae.native_chain)."""
+    from . import native_chain
+    return native_chain.function(np.dtype(dtype)) is not None and native_chain.POOL_OK
+
+
 def _threaded_chain(model):
-    """Compile the Numba chain that calls which split layers between threads run (a tiny call
-    runs natively once the native chain is built, and would not compile it)."""
+    """Compile the Numba chain, with its split of layers between Numba's threads: what inference
+    runs where the native chain cannot (a tiny call would not compile the split)."""
     from . import compiled
     chain = model._state()._chain("encode")
     x = np.zeros((1, chain.n_in), chain.params.dtype)
@@ -63,21 +69,22 @@ def _threaded_chain(model):
 
 def warmup(backend, dtypes):
     """fastae.warmup: on the cpu backend with a disk cache, a second process compiles the public
-    kernels and then the VAE's passes while this one compiles the autoencoder's passes and the
-    inference chain (two cores, about half the wait; the helper starts with the kernels, which
-    share nothing with the passes, so that by the time it needs the layers both passes call,
-    this process has put them in the cache); then this process loads that work from the cache."""
+    kernels and then the VAE's passes while this one builds the native inference chain and
+    compiles the autoencoder's passes (two cores, about half the wait; the helper starts with
+    the kernels, which share nothing with the passes, so that by the time it needs the layers
+    both passes call, this process has put them in the cache); then this process loads that
+    work from the cache."""
     import subprocess
     from . import engine
     from .kernels import jit
     for dtype in dtypes:
         helper = None
         if backend == "cpu" and jit.caching_enabled(engine.for_backend("cpu").ae_pass):
-            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "kernels,vae-passes,native",
+            helper = subprocess.Popen([sys.executable, "-m", "fastae.precompile", "--kind", "kernels,vae-passes",
                                        dtype], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         try:
-            run(dtype, backend, ("autoencoder",))
+            run(dtype, backend, ("native", "autoencoder"))
         finally:
             if helper is not None:
                 helper.wait()

@@ -308,9 +308,8 @@ def _compile_parallel_reparam(backend, x):
     import numba
     from . import cpu
     a, v, key = numba.typeof(x), numba.typeof(x[0]), numba.typeof(np.uint64(0))
-    cpu.reparam_forward_parallel.compile((a, a, a, numba.boolean, key, a, v, v, numba.int64))
-    cpu.reparam_backward_parallel.compile((a, a, a, a, numba.boolean, key, numba.float64, a, a, v,
-                                           numba.int64))
+    cpu.reparam_parallel.compile((numba.boolean, a, a, a, a, numba.boolean, key, numba.float64, a, v, a, a, v,
+                                  numba.int64))
 
 
 def _kernel_found_nonfinite(names, arrays):

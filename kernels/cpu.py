@@ -268,32 +268,37 @@ def part_key(key, first):
 
 
 @cpu_jit(parallel=True)
+def reparam_parallel(backward, dz, mu, logvar, eps, has_eps, key, beta, z, kl, dmu, dlogvar, scratch, threads):
+    """reparam_forward (mu, logvar, eps -> z, kl) or, with `backward`, reparam_backward (dz, mu,
+    logvar, eps -> dmu, dlogvar) over `threads` row ranges at once; the arrays the direction does
+    not use are placeholders. scratch holds `threads` equal shares of 3K + 2 entries or more. The
+    same results as one thread, bit for bit. (One parallel kernel for both directions: each
+    costs a second or more of compile.)"""
+    n, k = mu.shape
+    share = scratch.size // threads
+    failed = 0
+    for p in numba.prange(threads):
+        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
+        part = part_key(key, r0 * k)
+        if backward:
+            ok = reparam_backward(dz[r0:r1], mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part, beta,
+                                  dmu[r0:r1], dlogvar[r0:r1], scratch[p * share:(p + 1) * share])
+        else:
+            ok = reparam_forward(mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part, z[r0:r1], kl[r0:r1],
+                                 scratch[p * share:(p + 1) * share])
+        failed += 0 if ok else 1
+    return failed == 0
+
+
 def reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, threads):
-    """reparam_forward over `threads` row ranges at once; scratch holds `threads` equal shares
-    of 3K + 2 entries or more. The same results as one thread, bit for bit."""
-    n, k = mu.shape
-    share = scratch.size // threads
-    failed = 0
-    for p in numba.prange(threads):
-        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
-        ok = reparam_forward(mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part_key(key, r0 * k),
-                             z[r0:r1], kl[r0:r1], scratch[p * share:(p + 1) * share])
-        failed += 0 if ok else 1
-    return failed == 0
+    """reparam_forward split between `threads` of Numba's threads (reparam_parallel)."""
+    return reparam_parallel(False, z, mu, logvar, eps, has_eps, key, 1.0, z, kl, z, z, scratch, threads)
 
 
-@cpu_jit(parallel=True)
 def reparam_backward_parallel(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, threads):
-    """reparam_backward over `threads` row ranges at once (as `reparam_forward_parallel`)."""
-    n, k = mu.shape
-    share = scratch.size // threads
-    failed = 0
-    for p in numba.prange(threads):
-        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
-        ok = reparam_backward(dz[r0:r1], mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part_key(key, r0 * k),
-                              beta, dmu[r0:r1], dlogvar[r0:r1], scratch[p * share:(p + 1) * share])
-        failed += 0 if ok else 1
-    return failed == 0
+    """reparam_backward split between `threads` of Numba's threads (reparam_parallel)."""
+    return reparam_parallel(True, dz, mu, logvar, eps, has_eps, key, beta, dmu, scratch[:0], dmu, dlogvar, scratch,
+                            threads)
 
 
 @jit

@@ -9,6 +9,9 @@ computes its own share of the panels and spins until every worker has counted it
 a futex until the next generation. Thread t of `parts` computes panels t * P // parts ..
 (t + 1) * P // parts - 1 and their activation: the same kernel on the same outputs as one
 thread, so the same bits for any thread count.
+
+The functions here are typed into their callers (inline): each separately compiled function that
+calls the panels' kernel would optimize that kernel's code once more (seconds of compile).
 """
 from . import atomics, packed
 from .elementwise import RELU, SIGMOID, TANH
@@ -22,7 +25,7 @@ CONTROL = 56
 SPIN = 20000  # pause instructions a worker spins before it sleeps (~1 ms)
 
 
-@cpu_jit
+@cpu_jit(inline="always")
 def _share(control, index, part):
     """Worker `index`'s panels of the job in the control block (part: its scratch, of the
     layer's dtype)."""
@@ -43,7 +46,7 @@ def _share(control, index, part):
             packed.activate_span(dst, act, 0, m, p0 * nr, min(p1 * nr, width))
 
 
-@cpu_jit
+@cpu_jit(inline="always")
 def run_layer(control, src, Wp, bias, act, dst, part):
     """dst = act(src @ W.T + bias) with the panels split between this thread and the pool's
     workers (src, dst C-contiguous; the caller checked the shapes, as for packed.panels_into)."""
@@ -64,7 +67,7 @@ def run_layer(control, src, Wp, bias, act, dst, part):
         atomics.pause()
 
 
-@cpu_jit
+@cpu_jit(inline="always")
 def worker_loop(control, index, part):
     """Run worker `index`'s share (1 .. WORKERS) of every job until STOP is set. The pool's
     generation starts at 0 when its workers are started: a job published before this thread got
@@ -89,7 +92,7 @@ def worker_loop(control, index, part):
         atomics.add(control, DONE, 1)
 
 
-@cpu_jit
+@cpu_jit(inline="always")
 def stop(control):
     """Make every worker of the pool return from worker_loop."""
     atomics.store(control, STOP, 1)
