@@ -270,7 +270,7 @@ def _kernel_ready(arrays):
 # a smaller scratch (3K + 2, the least the kernels take) means a chunk per row or two.
 _REPARAM_SCRATCH = 4098
 _reparam_scratches = threading.local()
-# From this many elements on, the cpu ops split the rows between Numba's threads. Measured on 2
+# From this many elements on, the cpu ops split the rows between threads. Measured on 2
 # idle cores, float32 forward + backward, 1 -> 2 threads: 5120 elements 39 -> 37 us, 10240
 # 48 -> 44, 16384 59 -> 50, 32768 100 -> 68, 131072 368 -> 192. Split only where it pays well:
 # on a busy machine a parallel region waits for a time slice (ms; see docs/api.md).
@@ -291,25 +291,13 @@ def _reparam_scratch(name, k, dtype, parts=1):
 
 
 def _reparam_parts(name, n, k):
-    """How many of Numba's threads a cpu op splits its rows between: `threads.pool_threads()`
-    (1 where the threading layer may not be entered from several threads, or in a forked child)
-    for batches of `_REPARAM_PARALLEL` elements or more, else 1. Results are the same bits."""
+    """How many threads a cpu op splits its rows between (`threads.run_parts`):
+    `threads.requested()` for batches of `_REPARAM_PARALLEL` elements or more, else 1. Results
+    are the same bits."""
     if name != "cpu" or n * k < _REPARAM_PARALLEL:
         return 1
-    from .threads import pool_threads
-    return max(1, min(pool_threads(), n))
-
-
-def _compile_parallel_reparam(backend, x):
-    """Compile (or load) the cpu kernels that large batches split between threads, for x's
-    dtype, without running them; only where the ops would call them (`_reparam_parts`)."""
-    if _backend.resolve(backend, x) != "cpu" or _reparam_parts("cpu", _REPARAM_PARALLEL, 1) < 2:
-        return
-    import numba
-    from . import cpu
-    a, v, key = numba.typeof(x), numba.typeof(x[0]), numba.typeof(np.uint64(0))
-    cpu.reparam_parallel.compile((numba.boolean, a, a, a, a, numba.boolean, key, numba.float64, a, v, a, a, v,
-                                  numba.int64))
+    from .threads import requested
+    return max(1, min(requested(), n))
 
 
 def _kernel_found_nonfinite(names, arrays):
@@ -613,7 +601,6 @@ def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
         for eps in (None, x):
             z, _ = reparam_forward(x, x, eps, seed=0, backend=backend)
             reparam_backward(z, x, x, eps, seed=0, backend=backend)
-        _compile_parallel_reparam(backend, x)
         mse_loss(x, x, backend=backend)
         bce_logits_loss(x, np.clip(x, 0, 1), backend=backend)
         p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)

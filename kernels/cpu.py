@@ -246,12 +246,13 @@ def reparam_backward(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scra
     return bad == zero
 
 
-# The public ops on large batches: the rows split between Numba's threads, each part a contiguous
-# row range through the serial kernel above with its own share of the scratch. Element (i, j) is
-# number i * K + j of the stream wherever it is computed: a part starting at row r draws from the
-# key moved on by r * K / 2 pairs (`part_key`), r * K even, so every thread count gives the same
-# bits. (The training engine calls the serial kernels: its passes run beside BLAS's threads.)
-@cpu_jit
+# The public ops on large batches: the rows split between Python threads (`threads.run_parts`),
+# each part a contiguous row range through the serial kernel above (nogil: the parts run at once)
+# with its own share of the scratch. Element (i, j) is number i * K + j of the stream wherever it
+# is computed: a part starting at row r draws from the key moved on by r * K / 2 pairs
+# (`part_key`), r * K even, so every thread count gives the same bits. (No parallel kernel: each
+# costs a second or more of compile, for a split Python threads do at ~10 us a call. The training
+# engine calls the serial kernels: its passes run beside BLAS's threads.)
 def part_start(n, k, parts, p):
     """First row of part p of `parts` (parts: n): p * n // parts, made even when K is odd, so
     that the part's first number r * K begins a Box-Muller pair."""
@@ -261,44 +262,37 @@ def part_start(n, k, parts, p):
     return r - (r & (k & 1))
 
 
-@cpu_jit
 def part_key(key, first):
     """The stream key whose pair 0 is pair first / 2 of `key` (first even)."""
-    return key + np.uint64(first >> 1) * _GOLDEN
-
-
-@cpu_jit(parallel=True)
-def reparam_parallel(backward, dz, mu, logvar, eps, has_eps, key, beta, z, kl, dmu, dlogvar, scratch, threads):
-    """reparam_forward (mu, logvar, eps -> z, kl) or, with `backward`, reparam_backward (dz, mu,
-    logvar, eps -> dmu, dlogvar) over `threads` row ranges at once; the arrays the direction does
-    not use are placeholders. scratch holds `threads` equal shares of 3K + 2 entries or more. The
-    same results as one thread, bit for bit. (One parallel kernel for both directions: each
-    costs a second or more of compile.)"""
-    n, k = mu.shape
-    share = scratch.size // threads
-    failed = 0
-    for p in numba.prange(threads):
-        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
-        part = part_key(key, r0 * k)
-        if backward:
-            ok = reparam_backward(dz[r0:r1], mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part, beta,
-                                  dmu[r0:r1], dlogvar[r0:r1], scratch[p * share:(p + 1) * share])
-        else:
-            ok = reparam_forward(mu[r0:r1], logvar[r0:r1], eps[r0:r1], has_eps, part, z[r0:r1], kl[r0:r1],
-                                 scratch[p * share:(p + 1) * share])
-        failed += 0 if ok else 1
-    return failed == 0
+    return np.uint64((int(key) + (first >> 1) * int(_GOLDEN)) % 2 ** 64)
 
 
 def reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, threads):
-    """reparam_forward split between `threads` of Numba's threads (reparam_parallel)."""
-    return reparam_parallel(False, z, mu, logvar, eps, has_eps, key, 1.0, z, kl, z, z, scratch, threads)
+    """reparam_forward over `threads` row ranges at once (scratch: `threads` equal shares of
+    3K + 2 entries or more). The same results as one thread, bit for bit."""
+    from .threads import run_parts
+    n, k = mu.shape
+    share = scratch.size // threads
+
+    def part(p):
+        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
+        return reparam_forward(mu[r0:r1], logvar[r0:r1], eps[r0:r1] if has_eps else eps, has_eps,
+                               part_key(key, r0 * k), z[r0:r1], kl[r0:r1], scratch[p * share:(p + 1) * share])
+    return all(run_parts(part, threads))
 
 
 def reparam_backward_parallel(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, threads):
-    """reparam_backward split between `threads` of Numba's threads (reparam_parallel)."""
-    return reparam_parallel(True, dz, mu, logvar, eps, has_eps, key, beta, dmu, scratch[:0], dmu, dlogvar, scratch,
-                            threads)
+    """reparam_backward over `threads` row ranges at once (as `reparam_forward_parallel`)."""
+    from .threads import run_parts
+    n, k = mu.shape
+    share = scratch.size // threads
+
+    def part(p):
+        r0, r1 = part_start(n, k, threads, p), part_start(n, k, threads, p + 1)
+        return reparam_backward(dz[r0:r1], mu[r0:r1], logvar[r0:r1], eps[r0:r1] if has_eps else eps, has_eps,
+                                part_key(key, r0 * k), beta, dmu[r0:r1], dlogvar[r0:r1],
+                                scratch[p * share:(p + 1) * share])
+    return all(run_parts(part, threads))
 
 
 @jit

@@ -10,7 +10,9 @@ Importing this module does not import Numba (`import fastae` imports it, so that
 handler is in place before anything launches Numba's threads).
 """
 import os
+import queue
 import sys
+import threading
 
 _pool = {}
 
@@ -106,3 +108,48 @@ def launch():
     parallel kernel expects the pool to be running (Numba does not start it when it loads such
     code from the disk cache), so every entry into that code launches first."""
     pool_threads()
+
+
+# ---- a split of independent parts between Python threads (the nogil kernels release the GIL)
+
+_helpers = {"pid": None, "queue": None, "count": 0}
+_helpers_lock = threading.Lock()
+
+
+def _helper(tasks):
+    while True:
+        fn, p, results, done = tasks.get()
+        try:
+            results[p] = (True, fn(p))
+        except BaseException as exc:  # handed to the caller
+            results[p] = (False, exc)
+        done.release()
+
+
+def run_parts(fn, parts):
+    """[fn(0), ..., fn(parts - 1)]: fn(0) on the calling thread, the others at the same time on
+    helper threads (started on first use, daemons, as many as the largest split asked for; a
+    forked child starts its own). Any number of threads may call this at once. An exception in a
+    part is raised here, after every part has finished."""
+    if parts <= 1:
+        return [fn(0)] if parts == 1 else []
+    with _helpers_lock:
+        if _helpers["pid"] != os.getpid():
+            _helpers.update(pid=os.getpid(), queue=queue.SimpleQueue(), count=0)
+        tasks = _helpers["queue"]
+        while _helpers["count"] < parts - 1:
+            _helpers["count"] += 1
+            threading.Thread(target=_helper, args=(tasks,), daemon=True,
+                             name=f"fastae-helper-{_helpers['count']}").start()
+    results, done = [None] * parts, threading.Semaphore(0)
+    for p in range(1, parts):
+        tasks.put((fn, p, results, done))
+    try:
+        first = fn(0)
+    finally:
+        for _ in range(parts - 1):
+            done.acquire()
+    for ok, value in results[1:]:
+        if not ok:
+            raise value
+    return [first] + [value for _, value in results[1:]]
