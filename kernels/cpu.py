@@ -5,7 +5,6 @@ can reuse them from step to step.
 """
 import math
 
-import numba
 import numpy as np
 from numba import types
 from numba.extending import overload
