@@ -58,6 +58,21 @@ def _folders():
             os.path.join(tempfile.gettempdir(), f"fastae-numba-cache-{uid}", "native")]
 
 
+def _trusted(path):
+    """Whether `path` (a folder or a file, not a link) may hold code this process runs: owned by
+    this user or root and writable by no one else. (A folder under the shared temp dir could
+    have been made by another user, who could then plant an object file.)"""
+    if not hasattr(os, "getuid"):
+        return True
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+    return (not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.getuid(), 0)
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def _source_files():
     """The files whose code the native chain compiles: the kernels and the chain."""
     here = _package_dir()
@@ -68,10 +83,8 @@ def _source_files():
         os.path.join(here, name) for name in ("chain.py", "compiled.py", "native_chain.py")]
 
 
-def key(dtype):
-    """What an object file must have been built from: the source of the chain and its kernels,
-    the machine and the compilers (kernels.native.host_key), the dtype."""
-    from .kernels import native
+def _digest():
+    """A hash of the source files as they are on disk now."""
     digest = hashlib.sha256()
     for path in _source_files():
         digest.update(os.path.basename(path).encode() + b"\0")
@@ -80,7 +93,20 @@ def key(dtype):
                 digest.update(f.read())
         except OSError:
             digest.update(b"<unreadable>")
-    return f"chain|{np.dtype(dtype).name}|{digest.hexdigest()}|{native.host_key()}"
+    return digest.hexdigest()
+
+
+_loaded_digest = []  # the sources this process runs (taken at the first key: see build)
+
+
+def key(dtype):
+    """What an object file must have been built from: the source of the chain and its kernels
+    as this process loaded them, the machine and the compilers (kernels.native.host_key), the
+    dtype."""
+    from .kernels import native
+    if not _loaded_digest:
+        _loaded_digest.append(_digest())
+    return f"chain|{np.dtype(dtype).name}|{_loaded_digest[0]}|{native.host_key()}"
 
 
 def _file_name(k):
@@ -156,32 +182,50 @@ def _make_cfunc(dtype):
 
 def build(dtype):
     """Compile the native chain for `dtype` and save it where `load` looks first (the first
-    folder that takes it). Returns the path, or None where no folder is writable (or the native
-    path is off: `enabled`)."""
+    folder that takes it and that only this user may write). Returns the path, or None where
+    there is no such folder, where the native path is off (`enabled`), where the sources on disk
+    changed since this process loaded them (its code would be saved under their key), or where
+    the compiled code calls something a process without Numba lacks."""
     from .kernels import native
     if not enabled():
         return None
     k = key(dtype)
+    if _digest() != _loaded_digest[0]:
+        return None
     for folder in _folders():  # built already
-        if native.load(os.path.join(folder, _file_name(k)), k, link=False):
-            return os.path.join(folder, _file_name(k))
+        path = os.path.join(folder, _file_name(k))
+        if all(_trusted(p) for p in (folder, path, path + ".json")) and native.load(path, k, link=False):
+            return path
     cfunc = _make_cfunc(dtype)
     for folder in _folders():
         path = os.path.join(folder, _file_name(k))
         try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            if not _trusted(folder):
+                continue
             native.save(cfunc, path, k)
         except OSError:
             continue
+        except ValueError:  # e.g. Numba built with Intel's SVML: its vector math lives in Numba's process
+            return None
         forget()
         return path
     return None
 
 
+def _flag(name):
+    """An environment flag read as Numba reads its own: an integer, non-zero is on."""
+    try:
+        return int(os.environ.get(name, "0").strip() or "0") != 0
+    except ValueError:
+        return False
+
+
 def enabled():
     """False under FASTAE_NATIVE=0, and where Numba is told to check bounds or not to compile
-    (NUMBA_BOUNDSCHECK=1, NUMBA_DISABLE_JIT=1): there the Numba chain runs, as asked."""
-    return not (os.environ.get("FASTAE_NATIVE", "1") in ("0", "") or os.environ.get("NUMBA_BOUNDSCHECK") == "1"
-                or os.environ.get("NUMBA_DISABLE_JIT") == "1")
+    (NUMBA_BOUNDSCHECK, NUMBA_DISABLE_JIT): there the Numba code runs, as asked."""
+    return not (os.environ.get("FASTAE_NATIVE", "1").strip() in ("0", "") or _flag("NUMBA_BOUNDSCHECK")
+                or _flag("NUMBA_DISABLE_JIT"))
 
 
 def function(dtype):
@@ -200,7 +244,10 @@ def _load(dtype):
     from .kernels import native
     k = key(dtype)
     for folder in _folders():
-        address = native.load(os.path.join(folder, _file_name(k)), k)
+        path = os.path.join(folder, _file_name(k))
+        if not all(_trusted(p) for p in (folder, path, path + ".json")):
+            continue
+        address = native.load(path, k)
         if address:
             return _SIGNATURE(address)
     return None
@@ -229,6 +276,10 @@ class _Call:
                                      _address(chain.layout), _address(chain.acts), _address(chain.prox),
                                      _address(chain.packed), chain.packed.size, _address(chain.packed_at)], np.int64)
         self.at = _address(self.description)
+        # the buffers the description points at, kept alive with it (and who they are: a chain
+        # whose buffers were replaced gets a new description)
+        self.buffers, self.arrays = (chain.params, chain.layout, chain.acts, chain.prox, chain.packed,
+                                     chain.packed_at), _arrays(chain)
         self.dtype, self.l1, self.n_in, self.n_out = chain.params.dtype, chain.l1, chain.n_in, chain.n_out
         self.widest = int(max([1] + [int(w) for w in chain.layout[:-1, 1]]))
         self.part = packing.BLOCK_ROWS * packing.panel_width(self.dtype)
@@ -240,9 +291,13 @@ class _Call:
 
 def _call_of(chain):
     call = getattr(chain, "_native_call", None)
-    if call is None:
+    if call is None or call.arrays != _arrays(chain):
         call = chain._native_call = _Call(chain)
     return call
+
+
+def _arrays(chain):
+    return (id(chain.params), id(chain.layout), id(chain.acts), id(chain.prox), id(chain.packed), id(chain.packed_at))
 
 
 def _data_field_ok():
@@ -263,9 +318,12 @@ def _aligned_empty(n, dtype):
     return buf[skip:skip + n]
 
 
+_KEEP = 1 << 20  # entries of work a thread keeps between calls (4 MB of float32); more is per call
+
+
 def _scratch(dtype, work_size, part_size):
-    """This thread's work and part buffers (grown, never shrunk) and status cell, with their
-    addresses."""
+    """This thread's work and part buffers and status cell, with their addresses: kept between
+    calls up to _KEEP entries of work, a larger work buffer allocated for the call."""
     try:
         entry = _local.buffers[dtype]
     except AttributeError:
@@ -273,11 +331,14 @@ def _scratch(dtype, work_size, part_size):
         entry = None
     except KeyError:
         entry = None
-    if entry is None or entry[0].size < work_size or entry[1].size < part_size:
-        work = _aligned_empty(max(work_size, 16, 0 if entry is None else entry[0].size), dtype)
+    if entry is None or entry[1].size < part_size or (entry[0].size < work_size <= _KEEP):
+        work = _aligned_empty(min(max(work_size, 16, 0 if entry is None else entry[0].size), _KEEP), dtype)
         part = _aligned_empty(max(part_size, 0 if entry is None else entry[1].size), dtype)
         status = np.zeros(1, np.int64)
         entry = _local.buffers[dtype] = (work, part, status, _address(work), _address(part), _address(status))
+    if work_size > entry[0].size:
+        work = _aligned_empty(work_size, dtype)
+        return (work,) + entry[1:3] + (_address(work),) + entry[4:]
     return entry
 
 
@@ -300,12 +361,16 @@ class _Pool:
         self.at = _address(self.control)
         self.lock = threading.Lock()  # one call at a time uses the workers; others run serially
         self.scratch = [_aligned_empty(part_size, dtype) for _ in range(workers)]
-        self.threads = [threading.Thread(target=fn, name=f"fastae-pool-{i + 1}", daemon=True,
-                                         args=(WORKER, self.at, i + 1, 0, 0, 0, 0, _address(part), part.size, 0, 0,
-                                               0.0))
-                        for i, part in enumerate(self.scratch)]
-        for thread in self.threads:
-            thread.start()
+        self.threads = []
+        for i, part in enumerate(self.scratch):
+            thread = threading.Thread(target=fn, name=f"fastae-pool-{i + 1}", daemon=True,
+                                      args=(WORKER, self.at, i + 1, 0, 0, 0, 0, _address(part), part.size, 0, 0, 0.0))
+            try:
+                thread.start()
+            except RuntimeError:
+                self.close()  # the workers started so far return
+                raise
+            self.threads.append(thread)
 
     def close(self):
         self.fn(STOP, self.at, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.0)
@@ -315,15 +380,28 @@ class _Pool:
 
 def _pool(fn, dtype, workers, part_size):
     """The pool of `workers` workers for dtype, started on first use (or restarted with another
-    count when Numba's thread count changed), or None while another call uses it."""
+    count when Numba's thread count changed), or None while another call uses it or where no
+    thread can be started (the call runs serially). Pools are stopped and started outside the
+    lock: a fork meanwhile must not leave the child a lock held by a thread it does not have."""
     with _pools_lock:
         pool = _pools.get(dtype)
-        if pool is None or pool.workers != workers:
-            if pool is not None:
-                if not pool.lock.acquire(blocking=False):
-                    return None
-                pool.close()
-            pool = _pools[dtype] = _Pool(fn, dtype, workers, part_size)
+        if pool is not None and pool.workers == workers:
+            return pool
+        if pool is not None:
+            if not pool.lock.acquire(blocking=False):
+                return None
+            del _pools[dtype]
+    if pool is not None:
+        pool.close()
+    try:
+        pool = _Pool(fn, dtype, workers, part_size)
+    except RuntimeError:  # threads cannot be started (limits, interpreter shutdown)
+        return None
+    with _pools_lock:
+        other = _pools.setdefault(dtype, pool)
+    if other is not pool:  # another call started one meanwhile
+        pool.close()
+        return other if other.workers == workers else None
     return pool
 
 
@@ -335,7 +413,9 @@ def _close_pools():
 
 
 def _after_fork_in_child():
+    global _pools_lock, _load_lock
     _pools.clear()  # the workers did not come along: a child starts pools of its own
+    _pools_lock, _load_lock = threading.Lock(), threading.Lock()  # another thread may have held them
 
 
 atexit.register(_close_pools)

@@ -107,8 +107,11 @@ class _TempDirLocator(caching.UserProvidedCacheLocator):
             return None
         self = cls(py_func, py_file)
         try:
+            os.makedirs(temp_cache_root(), mode=0o700, exist_ok=True)
             self.ensure_cache_path()
         except OSError:
+            return None
+        if not _private(temp_cache_root()):  # made by someone else under the shared temp dir
             return None
         if not _fallback_warned:
             _fallback_warned.append(self._cache_path)
@@ -119,6 +122,20 @@ class _TempDirLocator(caching.UserProvidedCacheLocator):
 
 
 _fallback_warned = []
+
+
+def _private(folder):
+    """Whether only this user (or root) may write `folder` (a cache under the shared temp dir
+    holds code this process will run)."""
+    if not hasattr(os, "getuid"):
+        return True
+    import stat
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return (not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.getuid(), 0)
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def temp_cache_root():

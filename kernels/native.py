@@ -31,6 +31,7 @@ _STUBBED = {"numba_gil_ensure", "numba_gil_release", "numba_unpickle", "numba_ru
             "numba_do_raise", "numba_fatal_error", "NRT_Free", "NRT_MemInfo_call_dtor", "PyUnicode_FromString",
             "PyErr_WriteUnraisable", "Py_DecRef", "PyErr_Clear", "PyBytes_FromStringAndSize", "PyErr_SetString",
             "PyErr_SetObject", "PyErr_SetNone", "PyErr_Occurred", "PyErr_Fetch", "PyErr_Restore"}
+# (and the exception classes it names, PyExc_*: zero globals in the saved object)
 # functions of the C library the code may call (LLVM lowers some math intrinsics to them; syscall:
 # the futex of kernels.atomics)
 _LIBC = {"expf", "exp", "logf", "log", "log1pf", "log1p", "expm1f", "expm1", "tanhf", "tanh", "sinf", "sin", "cosf",
@@ -39,7 +40,7 @@ _LIBC = {"expf", "exp", "logf", "log", "log1pf", "log1p", "expm1f", "expm1", "ta
          "syscall"}
 _DECLARE = re.compile(r"^declare (?P<attrs>[^@]*?)(?P<ret>void|i1|i8|i16|i32|i64|ptr|float|double) "
                       r"@(?P<name>[\w.$\"]+)\((?P<params>[^)]*)\)(?P<tail>.*)$", re.M)
-_EXTERNAL_GLOBAL = re.compile(r"^@(?P<name>[\w.$]+) = external global (?P<type>\S+)$", re.M)
+_EXTERNAL_GLOBAL = re.compile(r"^@(?P<name>[\w.$]+) = external global (?P<type>[^,\s]+)(?P<tail>,.*)?$", re.M)
 _ZERO = {"void": None, "ptr": "null", "float": "0.0", "double": "0.0"}
 _FORMAT = 1
 
@@ -54,30 +55,33 @@ def _stub(match):
 
 def object_code(cfunc):
     """(object file bytes, externals) of a compiled Numba cfunc, with the exception path's
-    runtime helpers stubbed (see the module docstring). ValueError if the code calls anything
-    else outside itself."""
+    runtime helpers stubbed (see the module docstring). ValueError if the code calls or reads
+    anything else outside itself (checked on the parsed module, before and after the stubs)."""
     import llvmlite.binding as llvm
     library = cfunc._library
     text = library.get_llvm_str()
-    externals, refused = [], []
-
-    def declaration(match):
-        name = match.group("name")
-        if name.startswith("llvm."):
-            return match.group(0)
-        if name in _STUBBED:
-            return _stub(match)
-        (externals if name in _LIBC else refused).append(name)
-        return match.group(0)
-    text = _DECLARE.sub(declaration, text)
+    outside = _outside(llvm.parse_assembly(text))
+    refused = sorted(name for name in outside
+                     if name not in _STUBBED and name not in _LIBC and not name.startswith("PyExc_"))
+    if refused:
+        raise ValueError(f"native: the code calls or reads {', '.join(refused)}, which a process without Numba "
+                         "does not have")
+    text = _DECLARE.sub(lambda m: _stub(m) if m.group("name") in _STUBBED else m.group(0), text)
     text = _EXTERNAL_GLOBAL.sub(lambda m: f"@{m.group('name')} = internal global {m.group('type')} zeroinitializer",
                                 text)
-    if refused:
-        raise ValueError(f"native: the code calls {', '.join(sorted(refused))}, which a process without Numba "
-                         "does not have")
     module = llvm.parse_assembly(text)
     module.verify()
+    externals = _outside(module)
+    if not externals <= _LIBC:  # a declaration the rewrite did not recognise
+        raise ValueError(f"native: could not stub {', '.join(sorted(externals - _LIBC))}")
     return library.codegen._tm.emit_object(module), sorted(externals)
+
+
+def _outside(module):
+    """The names a parsed module declares without defining (functions and globals), LLVM's own
+    intrinsics aside."""
+    names = {f.name for f in module.functions if f.is_declaration and not f.name.startswith("llvm.")}
+    return names | {g.name for g in module.global_variables if g.is_declaration}
 
 
 def save(cfunc, path, key):
@@ -91,6 +95,8 @@ def save(cfunc, path, key):
     for data, target in ((code, path), (json.dumps(meta).encode(), path + ".json")):
         fd, temp = tempfile.mkstemp(dir=folder, prefix=".native-")
         try:
+            if hasattr(os, "fchmod"):  # readable by all (a cache one user fills for others), written by the owner
+                os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(temp, target)

@@ -116,6 +116,15 @@ _helpers = {"pid": None, "queue": None, "count": 0}
 _helpers_lock = threading.Lock()
 
 
+def _new_helpers_lock():
+    global _helpers_lock
+    _helpers_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_helpers_lock)
+
+
 def _helper(tasks):
     while True:
         fn, p, results, done = tasks.get()

@@ -201,3 +201,51 @@ def test_code_that_needs_numbas_runtime_is_refused():
 def test_constants_the_loader_repeats_match_the_kernels():
     assert (native_chain._CONTROL, native_chain._WORKERS) == (pool_layer.CONTROL, pool_layer.WORKERS)
     assert packing.BLOCK_ROWS * packing.panel_width("float32") == compiled.packed.BLOCK_ROWS * 64
+
+
+def test_object_files_others_may_write_are_not_loaded(tmp_path, monkeypatch, rng):
+    """A folder or file another user could write (e.g. made by someone else under the shared
+    temp dir) may hold planted code: it is passed over."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    native_chain._functions.clear()
+    path = native_chain.build("float64")
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o644)  # readable by other users of a shared cache
+    assert native_chain.function(np.dtype("float64")) is not None
+    folder = os.path.dirname(path)
+    for target, mode in ((folder, 0o777), (path, 0o666)):
+        original = os.stat(target).st_mode & 0o777
+        os.chmod(target, mode)
+        native_chain._functions.clear()
+        try:
+            assert native_chain.function(np.dtype("float64")) is None
+        finally:
+            os.chmod(target, original)
+    native_chain._functions.clear()
+
+
+def test_a_process_whose_sources_changed_on_disk_does_not_save_its_code(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native_chain, "_digest", lambda: "the sources after an upgrade")
+    assert native_chain.build("float32") is None
+    assert not os.path.exists(tmp_path / "fastae-native")
+
+
+def test_large_work_buffers_are_not_kept_by_the_thread():
+    dtype = np.dtype("float32")
+    big = native_chain._KEEP * 3
+    work = native_chain._scratch(dtype, big, 4096)[0]
+    assert work.size >= big
+    assert native_chain._local.buffers[dtype][0].size <= native_chain._KEEP
+
+
+def test_a_pool_that_cannot_start_threads_runs_the_call_serially(rng, monkeypatch):
+    numba.set_num_threads(2)
+    chain = _chain(rng, [500, 400, 10], [0, 1], "float64")
+    x = rng.uniform(size=(64, 500))
+    expected = _numba(chain, x)
+    monkeypatch.setattr(native_chain, "_pools", {})
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+    monkeypatch.setattr(native_chain.threading.Thread, "start", refuse)
+    np.testing.assert_array_equal(_native(chain, x), expected)
