@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 
 def warmup(backend: str = "cpu", dtypes: tuple[str, ...] = ("float32", "float64")) -> None:
     """Compile (or load from the disk cache) every kernel and the models' training and inference
-    passes for `dtypes` now, in this process, so that no later call pays for it.
+    passes for `dtypes` now, and build the native inference chain, so that no later call of the
+    estimators or kernels pays for it (`model.compiled()` compiles its function on request).
 
     Parameters
     ----------

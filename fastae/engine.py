@@ -491,6 +491,13 @@ class _Deferred:
     def _ready(self, name, jitted, args):
         from .kernels import jit
         if not DEFER or not jit.caching_enabled(jitted) or not BACKGROUND_COMPILE:
+            if name == "chain_into" and DEFER and jit.caching_enabled(jitted) and "native" not in self._looked:
+                # no background compile: build the native chain here (later processes start
+                # without Numba); this call runs in Python, the next one natively
+                self._looked.add("native")
+                from . import native_chain
+                if native_chain.build(np.dtype(self._dtype)) and native_chain.function(np.dtype(self._dtype)):
+                    return False
             return True  # compile here, as plain Numba would
         if name not in self._looked:  # the disk cache is read once, then when the compile is done
             self._looked.add(name)

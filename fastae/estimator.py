@@ -486,7 +486,8 @@ class NeuralEstimator(Estimator):
         state = self._state()
         if dask_support.is_dask(Z):
             return dask_support.apply(self, "decode", Z, out)
-        return self._apply(state, "decode", Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out)
+        return self._apply(state, "decode", Z, self._CODE_NAME, state.spec.width, state.spec.n_features, out,
+                           finite_checked_later=state.chains)
 
     inverse_transform = decode
 

@@ -307,12 +307,13 @@ class FittedModel:
 
     def heads(self, X, mu=None, logvar=None):
         """VAE (mu, logvar) of q(z|x), each (n, latent)."""
-        eng, net, cfg, k = self.engine, self.net, self._inference_config, self.spec.width
+        k = self.spec.width
         n = X.shape[0]
         if self.chains:  # mu as transform computes it, bit for bit
             both = self.run_chain("heads", X)
             return both[:, :k].copy() if mu is None else _put(mu, both[:, :k]), \
                 both[:, k:].copy() if logvar is None else _put(logvar, both[:, k:])
+        eng, net, cfg = self.engine, self.net, self._inference_config
         mu = self.xp.empty((n, k), self.dtype) if mu is None else mu
         logvar = self.xp.empty((n, k), self.dtype) if logvar is None else logvar
         rows = min(n, CHUNK)

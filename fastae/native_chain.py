@@ -195,6 +195,7 @@ def build(dtype):
     for folder in _folders():  # built already
         path = os.path.join(folder, _file_name(k))
         if all(_trusted(p) for p in (folder, path, path + ".json")) and native.load(path, k, link=False):
+            forget()
             return path
     cfunc = _make_cfunc(dtype)
     for folder in _folders():

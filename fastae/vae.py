@@ -222,7 +222,7 @@ class VAE(NeuralEstimator):
         state = self._state()
         if dask_support.is_dask(X):
             return dask_support.apply(self, "heads", X)
-        Xc = self._rows(state, X, "X", state.spec.n_features)
+        Xc = self._rows(state, X, "X", state.spec.n_features, finite_checked_later=state.chains)
         mu, logvar = state.heads(Xc)
         return self._as_caller(state, mu, X), self._as_caller(state, logvar, X)
 
@@ -251,7 +251,8 @@ class VAE(NeuralEstimator):
         state = self._state()
         if dask_support.is_dask(X):
             return dask_support.apply(self, "mean", X, out)
-        return self._apply(state, "mean", X, "X", state.spec.n_features, state.spec.width, out)
+        return self._apply(state, "mean", X, "X", state.spec.n_features, state.spec.width, out,
+                           finite_checked_later=state.chains)
 
     def sample(self, n: int, seed: int | None = None) -> np.ndarray:
         """n draws of decode(z), z ~ N(0, I): (n, D).

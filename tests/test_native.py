@@ -138,23 +138,34 @@ def test_models_run_the_native_chain_and_give_the_numba_results(rng):
 
 _WARM_START = textwrap.dedent("""
     import sys, numpy as np, fastae
-    model = fastae.load(sys.argv[1])
-    np.save(sys.argv[3], model.transform(np.load(sys.argv[2])))
+    model, vae, X = fastae.load(sys.argv[1]), fastae.load(sys.argv[2]), np.load(sys.argv[3])
+    codes = model.transform(X)
+    mu, logvar = vae.encode(X)
+    np.savez(sys.argv[4], codes=codes, decoded=model.decode(codes), reconstructed=model.reconstruct(X),
+             mean=vae.transform(X), mu=mu, logvar=logvar, vae_reconstructed=vae.reconstruct(X))
     print("numba" in sys.modules)
 """)
 
 
-def test_a_process_that_loads_a_model_runs_it_without_numba(tmp_path, rng):
+def test_a_process_that_loads_models_runs_them_without_numba(tmp_path, rng):
     X = rng.uniform(size=(50, 64)).astype(np.float32)
     model = fastae.Autoencoder(hidden=(32,), code=8, epochs=1, seed=0).fit(X)
+    vae = fastae.VAE(hidden=(32,), latent=4, epochs=1, seed=0).fit(X)
     model.save(tmp_path / "m.npz")
+    vae.save(tmp_path / "v.npz")
     np.save(tmp_path / "X.npy", X)
-    run = subprocess.run([sys.executable, "-c", _WARM_START, str(tmp_path / "m.npz"), str(tmp_path / "X.npy"),
-                          str(tmp_path / "codes.npy")], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "FASTAE_BACKGROUND_COMPILE": "0"})
+    run = subprocess.run([sys.executable, "-c", _WARM_START, str(tmp_path / "m.npz"), str(tmp_path / "v.npz"),
+                          str(tmp_path / "X.npy"), str(tmp_path / "out.npz")], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "FASTAE_BACKGROUND_COMPILE": "0"})
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False"]
-    np.testing.assert_array_equal(np.load(tmp_path / "codes.npy"), model.transform(X))
+    got = np.load(tmp_path / "out.npz")
+    codes = model.transform(X)
+    mu, logvar = vae.encode(X)
+    expected = dict(codes=codes, decoded=model.decode(codes), reconstructed=model.reconstruct(X),
+                    mean=vae.transform(X), mu=mu, logvar=logvar, vae_reconstructed=vae.reconstruct(X))
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -249,3 +260,18 @@ def test_a_pool_that_cannot_start_threads_runs_the_call_serially(rng, monkeypatc
         raise RuntimeError("can't start new thread")
     monkeypatch.setattr(native_chain.threading.Thread, "start", refuse)
     np.testing.assert_array_equal(_native(chain, x), expected)
+
+
+def test_without_a_background_compile_the_first_process_builds_the_native_chain(tmp_path, rng):
+    X = rng.uniform(size=(20, 12)).astype(np.float32)
+    model = fastae.Autoencoder(hidden=(6,), code=3, epochs=1, seed=0).fit(X)
+    model.save(tmp_path / "m.npz")
+    np.save(tmp_path / "X.npy", X)
+    script = ("import sys, numpy as np, fastae\n"
+              "m, X = fastae.load(sys.argv[1]), np.load(sys.argv[2])\n"
+              "for _ in range(2): m.transform(X)\n")
+    env = {**os.environ, "FASTAE_BACKGROUND_COMPILE": "0", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.npz"), str(tmp_path / "X.npy")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert any(name.endswith(".o") for name in os.listdir(tmp_path / "cache" / "fastae-native"))
