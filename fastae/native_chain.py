@@ -59,18 +59,8 @@ def _folders():
 
 
 def _trusted(path):
-    """Whether `path` (a folder or a file, not a link) may hold code this process runs: owned by
-    this user or root and writable by no one else. (A folder under the shared temp dir could
-    have been made by another user, who could then plant an object file.)"""
-    if not hasattr(os, "getuid"):
-        return True
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    import stat
-    return (not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.getuid(), 0)
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    from .kernels.native import private
+    return private(path)
 
 
 def _source_files():
@@ -85,15 +75,8 @@ def _source_files():
 
 def _digest():
     """A hash of the source files as they are on disk now."""
-    digest = hashlib.sha256()
-    for path in _source_files():
-        digest.update(os.path.basename(path).encode() + b"\0")
-        try:
-            with open(path, "rb") as f:
-                digest.update(f.read())
-        except OSError:
-            digest.update(b"<unreadable>")
-    return digest.hexdigest()
+    from .kernels.native import files_digest
+    return files_digest(_source_files())
 
 
 _loaded_digest = []  # the sources this process runs (taken at the first key: see build)

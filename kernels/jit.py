@@ -8,7 +8,6 @@ invalidates every fastae cache entry.
 """
 import functools
 import glob
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -16,6 +15,8 @@ import warnings
 
 import numba
 from numba.core import caching
+
+from . import native
 
 _uncached = []
 
@@ -67,16 +68,7 @@ def stamped_files():
 def tree_stamp():
     """A hash of the contents of every stamped file, taken once per process (at the first
     compile or cache load, which is when the modules in memory were read)."""
-    digest = hashlib.sha256()
-    for path in stamped_files():
-        digest.update(os.path.basename(path).encode() + b"\0")
-        try:
-            with open(path, "rb") as f:
-                digest.update(f.read())
-        except OSError:
-            digest.update(b"<unreadable>")
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return native.files_digest(stamped_files())
 
 
 class _TreeStampedLocator:
@@ -111,7 +103,7 @@ class _TempDirLocator(caching.UserProvidedCacheLocator):
             self.ensure_cache_path()
         except OSError:
             return None
-        if not _private(temp_cache_root()):  # made by someone else under the shared temp dir
+        if not native.private(temp_cache_root()):  # made by someone else under the shared temp dir
             return None
         if not _fallback_warned:
             _fallback_warned.append(self._cache_path)
@@ -122,20 +114,6 @@ class _TempDirLocator(caching.UserProvidedCacheLocator):
 
 
 _fallback_warned = []
-
-
-def _private(folder):
-    """Whether only this user (or root) may write `folder` (a cache under the shared temp dir
-    holds code this process will run)."""
-    if not hasattr(os, "getuid"):
-        return True
-    import stat
-    try:
-        st = os.lstat(folder)
-    except OSError:
-        return False
-    return (not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.getuid(), 0)
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def temp_cache_root():

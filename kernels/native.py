@@ -142,6 +142,35 @@ def load(path, key, link=True):
     return address
 
 
+def files_digest(paths):
+    """A hash of the names and contents of `paths` (an unreadable file counts as such)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(os.path.basename(path).encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+        except OSError:
+            digest.update(b"<unreadable>")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def private(path):
+    """Whether `path` (a folder or a file, not a link) may hold code this process runs: owned by
+    this user or root and writable by no one else. (A folder under the shared temp dir could
+    have been made by another user, who could then plant code in it.)"""
+    if not hasattr(os, "getuid"):
+        return True
+    import stat
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (not stat.S_ISLNK(st.st_mode) and st.st_uid in (os.getuid(), 0)
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def _resolve(llvm, name):
     """Whether LLVM can link `name` (a C library function), telling it where the process has it."""
     if name not in _LIBC:
