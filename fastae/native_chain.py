@@ -1,12 +1,14 @@
 """Inference chains as native code: a process that loads a fitted model and runs it never imports
 Numba (see `kernels.native`: about 0.3 s less from process start to the first result).
 
-The serial chain (`compiled.chain_rows` on one thread, with the finite check of its input) is
-compiled once per dtype as a C function and saved as an object file beside Numba's cache:
-`build(dtype)`, run by the background precompile and by `fastae.warmup()`. `run(chain, x, out)`
-calls it through ctypes when the object is there for this code, this machine and this Numba,
-and returns None otherwise (the caller runs the Numba chain). Scratch is per Python thread, so
-any number of threads may run chains at once; ctypes releases the GIL during the call.
+The chain (`compiled.chain_rows`, with the finite check of its input) is compiled once per dtype
+as one C entry point and saved as an object file beside Numba's cache: `build(dtype)`, run by the
+background precompile and by `fastae.warmup()`. `run(chain, x, out)` calls it through ctypes
+when the object is there for this code, this machine and this Numba, and returns None otherwise
+(the caller runs the Numba chain). A call whose largest layer is worth splitting splits it
+between fastae's own pool (`kernels.pool`: Python threads parked in the entry point's worker
+loop, GIL released; Linux x86-64). Scratch is per Python thread, so any number of threads may
+run chains at once; ctypes releases the GIL during the call.
 """
 import atexit
 import ctypes
