@@ -13,11 +13,17 @@ PARALLEL_WORK = 100000  # multiply-adds of a layer worth splitting between threa
 
 
 def chain_work(layout, rows):
-    """Entries of the work buffer a chain needs for `rows` rows at a time: two ping-pong
-    buffers for the widest hidden layer, each starting on a 64-byte boundary (16 entries)."""
+    """Entries of the work buffer a chain needs for `rows` rows at a time (work_entries of its
+    widest hidden layer)."""
     widest = 1
     for l in range(layout.shape[0] - 1):
         widest = max(widest, layout[l, 1])
+    return work_entries(widest, rows)
+
+
+def work_entries(widest, rows):
+    """Two ping-pong buffers of rows x widest entries, each starting on a 64-byte boundary (16
+    entries)."""
     return 2 * (-(-(rows * widest) // 16) * 16)
 
 

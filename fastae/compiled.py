@@ -47,6 +47,7 @@ def check_part(part):
 
 # ---- the compiled bodies (shared by every model; compiled once per dtype and cached on disk)
 
+register_jitable(chain.work_entries)  # called by chain_work inside compiled code
 chain_work = register_jitable(chain.chain_work)
 
 
@@ -131,12 +132,13 @@ def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, poo
                 src = matrix(work[((l - 1) % 2) * slot:], m, inp)
             Wp = packed_w[packed_at[l]:packed_at[l + 1]]
             serial = True
+            large = m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1
             if pool is not None:
-                if pool[pool_layer.WORKERS] > 0 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
+                if large and pool[pool_layer.WORKERS] > 0:
                     pool_layer.run_layer(pool, src, Wp, bias, acts[l], dst, part)
                     serial = False
             if threads is not None:
-                if threads > 1 and m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1:
+                if large and threads > 1:
                     packed.affine_forward_parallel(src, Wp, bias, acts[l], dst, threads)
                     serial = False
             if serial:  # what affine_forward does, with one scratch for every layer

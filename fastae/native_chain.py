@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from .chain import CHUNK
+from .chain import CHUNK, work_entries
 from .kernels import packing
 from .kernels.threads import requested as requested_threads
 
@@ -276,8 +276,8 @@ class _Call:
         self.part = packing.BLOCK_ROWS * packing.panel_width(self.dtype)
 
     def work(self, rows):
-        """chain_work(layout, rows), without a loop over the layers."""
-        return 2 * (-(-(rows * self.widest) // 16) * 16)
+        """chain_work(layout, rows), without the loop over the layers."""
+        return work_entries(self.widest, rows)
 
 
 def _call_of(chain):
