@@ -130,7 +130,9 @@ def chain_rows(params, layout, acts, prox, l1, packed_w, packed_at, threads, poo
                 src = x[start:start + m]
             else:
                 src = matrix(work[((l - 1) % 2) * slot:], m, inp)
-            Wp = packed_w[packed_at[l]:packed_at[l + 1]]
+            # this layer's panels exactly (the next layer starts on a cache line, so a float64 panel
+            # of 8 outputs x an odd number of inputs is followed by padding)
+            Wp = packed_w[packed_at[l]:packed_at[l] + -(-width // nr) * nr * inp]
             serial = True
             large = m * width * inp >= PARALLEL_WORK and packed.panel_count(Wp, inp) > 1
             if pool is not None:

@@ -96,7 +96,7 @@ def key(dtype):
     from .kernels import native
     if not _loaded_digest:
         _loaded_digest.append(_digest())
-    return f"chain|{np.dtype(dtype).name}|{_loaded_digest[0]}|{native.host_key()}"
+    return f"chain|{np.dtype(dtype).name}|{_loaded_digest[0]}|v{packing.VECTOR_BYTES}|{native.host_key()}"
 
 
 def _file_name(k):

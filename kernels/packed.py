@@ -43,11 +43,11 @@ from . import simd
 from .cpu import exp_like, in_dtype_of
 from .elementwise import RELU, SIGMOID, TANH
 from .jit import cpu_jit, plain_argument_types
-from .packing import BLOCK_ROWS, K_BLOCK, ROWS, VECTORS, pack, packed_size, panel_width  # noqa: F401
+from .packing import BLOCK_ROWS, K_BLOCK, ROWS, VECTOR_BYTES, VECTORS, pack, packed_size, panel_width  # noqa: F401
 from .views import flat as flat_view
 
 TILE_ROWS = (ROWS, 4, 1)          # the tiles' heights: rows left over after the 6-row tiles go 4 or 1 at a time
-TILE_VECTORS = (VECTORS, 2, 1)    # and widths: a panel holding at most 2 (or 1) vectors of outputs
+TILE_VECTORS = tuple(sorted({VECTORS, 2, 1}, reverse=True))  # and widths: a panel holding at most 2 (or 1) vectors
 
 
 def _emit_tile(context, builder, arrays, offsets, rows, vectors, L, dtype):
@@ -238,7 +238,7 @@ def activate_span(out, act, i0, i1, c0, c1):
 @register_jitable(inline="always")
 def panel_outputs(like):
     """Outputs per panel for arrays of like's dtype (panel_width, callable in compiled code)."""
-    return VECTORS * (64 // like.itemsize)
+    return VECTORS * (VECTOR_BYTES // like.itemsize)
 
 
 @register_jitable(inline="always")

@@ -17,11 +17,13 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import intrinsic, models, register_model
 
-BITS = 512
+from .packing import VECTOR_BYTES
+
+BITS = 8 * VECTOR_BYTES  # the machine's vectors: 512 bits with AVX-512, else 256
 
 
 class Vector(types.Type):
-    """A 512-bit vector of `dtype` (float32 or float64) lanes."""
+    """A machine vector (`BITS` wide) of `dtype` (float32 or float64) lanes."""
 
     def __init__(self, dtype):
         self.dtype, self.lanes = dtype, BITS // dtype.bitwidth
@@ -36,7 +38,7 @@ class _VectorModel(models.PrimitiveModel):
 
 
 def lanes(dtype):
-    """Lanes of a vector of this NumPy dtype (16 for float32, 8 for float64)."""
+    """Lanes of a vector of this NumPy dtype (with AVX-512 16 for float32, 8 for float64)."""
     return BITS // (8 * np.dtype(dtype).itemsize)
 
 

@@ -211,7 +211,9 @@ def test_code_that_needs_numbas_runtime_is_refused():
 
 def test_constants_the_loader_repeats_match_the_kernels():
     assert (native_chain._CONTROL, native_chain._WORKERS) == (pool_layer.CONTROL, pool_layer.WORKERS)
-    assert packing.BLOCK_ROWS * packing.panel_width("float32") == compiled.packed.BLOCK_ROWS * 64
+    for dtype in (np.float32, np.float64):
+        compiled_width = compiled.packed.panel_outputs(np.empty(0, dtype))  # what compiled code sizes with
+        assert packing.BLOCK_ROWS * packing.panel_width(dtype) == compiled.packed.BLOCK_ROWS * compiled_width
 
 
 def test_object_files_others_may_write_are_not_loaded(tmp_path, monkeypatch, rng):

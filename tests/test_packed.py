@@ -1,9 +1,13 @@
 """The packed-weight inference kernels (fastae.kernels.packed) and the chains built on them."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import fastae
-from fastae.kernels import packed, reference
+from fastae.kernels import packed, packing, reference
 from fastae.kernels.elementwise import ACTIVATIONS
 
 SHAPES = [(1, 3, 1), (3, 17, 5), (17, 129, 64), (5, 64, 65), (4, 1, 129), (9, 200, 3), (7, 150, 20), (2, 9, 45)]
@@ -50,13 +54,51 @@ def test_a_row_gives_the_same_bits_in_any_batch(rng):
         np.testing.assert_array_equal(one[0], whole[i])
 
 
-def test_packing_layout_and_padding(rng):
+@pytest.mark.parametrize("vector_bytes,vectors,nr", [(64, 4, 32), (32, 2, 8)])
+def test_packing_layout_and_padding(rng, monkeypatch, vector_bytes, vectors, nr):
+    """Both layouts (the AVX-512 one and the AVX2 one), whichever this machine uses."""
+    monkeypatch.setattr(packing, "VECTOR_BYTES", vector_bytes)
+    monkeypatch.setattr(packing, "VECTORS", vectors)
     W = rng.standard_normal((70, 3))
-    Wp = _packed(W)  # float64: panels of 32 outputs, 3 panels, zero past 70
-    assert Wp.size == 3 * 32 * 3
-    panels = Wp.reshape(3, 3, 32)
-    np.testing.assert_array_equal(panels[1, 2, :5], W[32:37, 2])
-    assert not panels[2, :, 6:].any()
+    assert packing.panel_width(W.dtype) == nr  # float64 outputs per panel
+    Wp = _packed(W)
+    panels = -(-70 // nr)
+    assert Wp.size == panels * nr * 3
+    grid = Wp.reshape(panels, 3, nr)
+    np.testing.assert_array_equal(grid[1, 2, :5], W[nr:nr + 5, 2])
+    assert not grid[-1, :, 70 - (panels - 1) * nr:].any()
+
+
+def test_the_other_vector_width_gives_the_same_results(rng, tmp_path):
+    """The packed kernels written for the other machine vector (FASTAE_VECTOR_BYTES: LLVM splits
+    or joins the vectors, so both run here), in a fresh process with its own cache: the same
+    bits as this process (each output one FMA chain over k in order, whatever the tile)."""
+    other = 32 if packing.VECTOR_BYTES == 64 else 64
+    cases = [(n, k, m, act) for n, k, m in SHAPES[:5] for act in (0, 1)]
+    arrays = {}
+    for i, (n, k, m, act) in enumerate(cases):
+        arrays[f"x{i}"], arrays[f"W{i}"], arrays[f"b{i}"] = (
+            rng.standard_normal(s).astype(np.float32) for s in ((n, k), (m, k), (m,)))
+        Wp, got = _packed(arrays[f"W{i}"]), np.empty((n, m), np.float32)
+        packed.affine_forward(arrays[f"x{i}"], Wp, arrays[f"b{i}"], act, got)
+        arrays[f"want{i}"] = got
+    np.savez(tmp_path / "cases.npz", **arrays)
+    script = (
+        "import sys, numpy as np\n"
+        "from fastae.kernels import packed, packing\n"
+        f"assert packing.VECTOR_BYTES == {other}\n"
+        "d = np.load(sys.argv[1])\n"
+        f"for i, act in enumerate({[c[3] for c in cases]}):\n"
+        "    W = d[f'W{i}']\n"
+        "    Wp = np.empty(packed.packed_size(*W.shape, W.dtype), W.dtype)\n"
+        "    packed.pack(W, Wp)\n"
+        "    out = np.empty_like(d[f'want{i}'])\n"
+        "    packed.affine_forward(d[f'x{i}'], Wp, d[f'b{i}'], act, out)\n"
+        "    np.testing.assert_array_equal(out, d[f'want{i}'])\n")
+    env = dict(os.environ, FASTAE_VECTOR_BYTES=str(other), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cases.npz")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("bad", ["x", "b", "out", "Wp"])

@@ -110,11 +110,11 @@ def _run_with_omp(script, tmp_path, rng, *extra, native=False):
 
 def test_panels_into_refuses_short_scratch_and_panels_out_of_range(rng):
     dtype = np.float32
-    n, k, m = 3, 5, 70  # two panels
+    nr = packed.panel_width(dtype)
+    n, k, m = 3, 5, nr + 6  # two panels
     x = rng.standard_normal((n, k)).astype(dtype)
     Wp = np.zeros(packed.packed_size(m, k, dtype), dtype)
     b, out = np.zeros(m, dtype), np.zeros((n, m), dtype)
-    nr = packed.panel_width(dtype)
     good = packed.scratch(packed.BLOCK_ROWS * nr, Wp)
     packed.panels_into(x, Wp, b, True, out, good, 0, 2)
     for part, p0, p1 in [(good[:-1], 0, 2), (good, -1, 1), (good, 0, 3)]:
@@ -128,7 +128,7 @@ BOUNDS_SCRIPT = textwrap.dedent("""
 
     @numba.njit
     def tile(xf, r0, K, Wp, base, part, at, k0, kn, resume):
-        packed._tile(xf, r0, K, Wp, base, part, at, k0, kn, resume, 4, 4)  # 4 rows x 4 vectors
+        packed._tile(xf, r0, K, Wp, base, part, at, k0, kn, resume, 4, packed.VECTORS)  # 4 rows x a panel
 
     K, nr = 3, packed.panel_width(np.float32)
     xf, Wp, part = np.ones(4 * K, np.float32), np.ones(K * nr, np.float32), np.zeros(4 * nr, np.float32)
