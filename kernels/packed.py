@@ -2,10 +2,13 @@
 
 A fitted model's weights do not change between inference calls, so they are packed once into
 the layout a register-blocked kernel streams (as ONNX Runtime's MLAS does): W (m outputs, K inputs)
-becomes column panels of NR = 4 vectors (64 float32 or 32 float64 outputs), panel p holding
-W[p*NR:(p+1)*NR, k] for k = 0 .. K-1 contiguously, zero-padded past m. The kernel holds a tile of
-6 rows x NR outputs in 24 vector registers while it runs over k: per k it loads 4 vectors of the
-panel and broadcasts 6 inputs for 24 fused multiply-adds, so it runs near the FMA units' rate where
+becomes column panels of NR outputs, panel p holding W[p*NR:(p+1)*NR, k] for k = 0 .. K-1
+contiguously, zero-padded past m. With AVX-512 a panel is 4 vectors (64 float32 or 32 float64
+outputs) and the kernel holds a tile of 6 rows x NR outputs in 24 vector registers while it runs
+over k: per k it loads 4 vectors of the panel and broadcasts 6 inputs for 24 fused multiply-adds.
+With AVX2 (16 registers) a panel is 2 vectors of 256 bits (16 float32 or 8 float64 outputs) and a
+tile 6 x 2 vectors: 45-47 GMAC/s on one Zen 3 core at every shape of the 784 net, the FMA units'
+peak (`kernels.packing`). Either way it runs near the FMA units' rate where
 a BLAS call on few rows does not (OpenBLAS packs its operands on every call). The panel streams
 from L2 once per tile, so the taller the tile the fewer bytes per multiply-add: 6 rows (the most
 that fit 32 registers with 4 vectors) ran 1.25-1.7x faster than 4 rows here (256x784 -> 512:
@@ -14,7 +17,8 @@ Rows go in blocks of BLOCK_ROWS whose sums stay in L1 until the bias and activat
 out, and k in slices of K_BLOCK: every tile of a block reads the same 32 KB slice of the panel,
 which then stays in L1 instead of streaming from L2 for each tile (each tile saves its sums after
 a slice and takes them up again for the next: the same FMA chain, the same bits). Slices of 96-128
-ran fastest (256x784 -> 512: 83 -> 92 GMAC/s; 16 rows 46 -> 81), 64 and 256 slower. A panel
+ran fastest (256x784 -> 512: 83 -> 92 GMAC/s; 16 rows 46 -> 81), 64 and 256 slower (with AVX-512;
+with AVX2 a slice of 128 is 8 KB, and 128, 256 and 512 ran within 5%, all at the peak). A panel
 holding at most 2 (or 1) vectors of outputs (a layer's last, or a narrow layer: 32 outputs or
 fewer in float32) runs tiles of that many vectors, not the zero padding (the digits encoder
 64-32-16-8 on 256 rows: 45 -> 18 us, with the partial panel's bias loop vectorized).

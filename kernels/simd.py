@@ -1,9 +1,9 @@
-"""512-bit SIMD vectors inside Numba code: a register-blocked kernel's accumulators as values.
+"""The machine's SIMD vectors inside Numba code: a register-blocked kernel's accumulators as values.
 
 LLVM keeps local scalars in registers but not local arrays, and its loop vectorizer cannot hold
 a tile of a matrix product in registers across the reduction loop. A value of type `Vector` is
-one LLVM vector (16 float32 or 8 float64 lanes), so a kernel can name its accumulators
-(`c0 = fma(a, w, c0)`) and LLVM gives each a register (AVX-512: one zmm; AVX2: two ymm).
+one LLVM vector of `BITS` (with AVX-512, 512 bits: 16 float32 or 8 float64 lanes; else 256), so a
+kernel can name its accumulators (`c0 = fma(a, w, c0)`) and LLVM gives each a register.
 
 `load(a, i)` / `store(a, i, v)` read and write lanes a[i:i + LANES] of a 1-D contiguous array
 without bounds checks, unless Numba's NUMBA_BOUNDSCHECK is on, when they raise IndexError like
