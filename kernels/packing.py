@@ -17,7 +17,8 @@ import numpy as np
 
 def _vector_bytes():
     """64 where the code Numba compiles here may use AVX-512 (the features NUMBA_CPU_FEATURES
-    names, else the host's, as llvmlite reports them to Numba), else 32. FASTAE_VECTOR_BYTES=32
+    names; else, unless NUMBA_CPU_NAME names another CPU, the host's, as llvmlite reports them
+    to Numba), else 32. FASTAE_VECTOR_BYTES=32
     or 64 chooses (the tests run the other layout this way: LLVM splits 512-bit vectors where the
     CPU has only 256-bit ones, so both run anywhere, only one fast)."""
     chosen = os.environ.get("FASTAE_VECTOR_BYTES")
@@ -28,6 +29,8 @@ def _vector_bytes():
     named = os.environ.get("NUMBA_CPU_FEATURES")
     if named:
         return 64 if "+avx512f" in named.split(",") else 32
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":  # a named target (say, generic for a
+        return 32                                           # portable cache): assume no AVX-512
     import llvmlite.binding as llvm
     return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
 

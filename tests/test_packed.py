@@ -69,6 +69,24 @@ def test_packing_layout_and_padding(rng, monkeypatch, vector_bytes, vectors, nr)
     assert not grid[-1, :, 70 - (panels - 1) * nr:].any()
 
 
+@pytest.mark.parametrize("env,want", [
+    ({"FASTAE_VECTOR_BYTES": "32"}, 32), ({"FASTAE_VECTOR_BYTES": "64"}, 64),
+    ({"NUMBA_CPU_FEATURES": "+avx2,+fma,+avx512f"}, 64), ({"NUMBA_CPU_FEATURES": "+avx2,+fma"}, 32),
+    ({"NUMBA_CPU_NAME": "generic"}, 32)])
+def test_the_vector_width_follows_what_numba_compiles_for(monkeypatch, env, want):
+    for name in ("FASTAE_VECTOR_BYTES", "NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert packing._vector_bytes() == want
+
+
+def test_a_bad_vector_width_is_refused(monkeypatch):
+    monkeypatch.setenv("FASTAE_VECTOR_BYTES", "48")
+    with pytest.raises(ValueError, match="FASTAE_VECTOR_BYTES"):
+        packing._vector_bytes()
+
+
 def test_the_other_vector_width_gives_the_same_results(rng, tmp_path):
     """The packed kernels written for the other machine vector (FASTAE_VECTOR_BYTES: LLVM splits
     or joins the vectors, so both run here), in a fresh process with its own cache: the same
