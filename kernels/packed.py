@@ -52,17 +52,26 @@ from .views import flat as flat_view
 
 TILE_ROWS = (ROWS, 4, 1)          # the tiles' heights: rows left over after the 6-row tiles go 4 or 1 at a time
 TILE_VECTORS = tuple(sorted({VECTORS, 2, 1}, reverse=True))  # and widths: a panel holding at most 2 (or 1) vectors
+# A call on one row runs its panels GROUP at a time in one tile of 1 row x 8 vectors: a 1-row
+# tile of one panel has only VECTORS multiply-add chains, too few to hide the FMA latency (4
+# cycles, 2 units: 8 in flight). 784-512-256-32 on 1 row, one Zen 3 core: 51 -> 34 us.
+WIDE = 8
+GROUP = WIDE // VECTORS           # panels per single-row tile: 4 with AVX2, 2 with AVX-512
 
 
 def _emit_tile(context, builder, arrays, offsets, rows, vectors, L, dtype):
-    """The LLVM IR of one tile shape (see `_tile`)."""
+    """The LLVM IR of one tile shape (see `_tile`). Vector v of a wide tile (vectors > VECTORS,
+    one row) is vector v % VECTORS of panel v // VECTORS after the one at `base`."""
     (xa, wa, pa), (r0, K, base, at, k0, kn, resume) = arrays, offsets
     intp = context.get_value_type(types.intp)
     const = lambda n: ir.Constant(intp, n)
     nr = const(VECTORS * L)
+    stride = builder.mul(K, nr)  # from one panel to the next
+    panels = -(-vectors // VECTORS)
     if config.BOUNDSCHECK:
         simd.check_span(context, builder, xa, builder.add(r0, k0), builder.add(builder.mul(K, const(rows - 1)), kn))
-        span = builder.sub(builder.mul(kn, nr), const((VECTORS - vectors) * L))
+        span = builder.add(builder.mul(stride, const(panels - 1)),
+                           builder.sub(builder.mul(kn, nr), const((panels * VECTORS - vectors) * L)))
         simd.check_span(context, builder, wa, builder.add(base, builder.mul(k0, nr)),
                         builder.select(builder.icmp_signed(">", kn, const(0)), span, const(0)))
         simd.check_span(context, builder, pa, at, const(((rows - 1) * VECTORS + vectors) * L))
@@ -81,7 +90,8 @@ def _emit_tile(context, builder, arrays, offsets, rows, vectors, L, dtype):
     with cgutils.for_range(builder, kn) as loop:
         k = builder.add(k0, loop.index)
         o = builder.add(base, builder.mul(k, nr))
-        w = [builder.load(vptr(wa, builder.add(o, const(v * L))), align=align) for v in range(vectors)]
+        w = [builder.load(vptr(wa, builder.add(builder.add(o, builder.mul(stride, const(v // VECTORS))),
+                                               const(v % VECTORS * L))), align=align) for v in range(vectors)]
         for r in range(rows):
             a = simd.splat(builder, builder.load(builder.gep(xa.data, [
                 builder.add(builder.add(r0, builder.mul(K, const(r))), k)])), vty)
@@ -100,7 +110,9 @@ def _tile(typingctx, xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vector
     panel at Wp[base:] (c < vectors * LANES),
     part[at + r * NR + c] (+)= sum over k0 <= k < k0 + kn of xf[r0 + r * K + k] * Wp[base + k * NR + c],
     each output one FMA chain in k order, starting from 0 or, with `resume`, from what part holds.
-    rows is one of TILE_ROWS, vectors one of TILE_VECTORS (anything else does nothing).
+    rows is one of TILE_ROWS, vectors one of TILE_VECTORS (anything else does nothing), or
+    rows 1 and vectors WIDE: GROUP whole panels from the one at `base` (see `_emit_tile`), their
+    sums one after the other in part.
 
     Written as LLVM IR rather than Numba code: a tile is up to 24 named accumulators and 24
     multiply-adds per k, which Numba types and lowers call by call (0.5 s of a cold start); as IR
@@ -119,17 +131,17 @@ def _tile(typingctx, xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vector
         offsets = tuple(context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 6, 7, 8))
         offsets += (context.cast(builder, args[9], sig.args[9], types.boolean),)
         shape = builder.add(builder.mul(context.cast(builder, args[10], sig.args[10], types.intp),
-                                        context.get_constant(types.intp, 8)),
+                                        context.get_constant(types.intp, 16)),
                             context.cast(builder, args[11], sig.args[11], types.intp))
         done = builder.append_basic_block("tile.done")
         switch = builder.switch(shape, done)
-        for rows in TILE_ROWS:
-            for vectors in TILE_VECTORS:
-                case = builder.append_basic_block(f"tile.{rows}x{vectors}")
-                switch.add_case(context.get_constant(types.intp, rows * 8 + vectors), case)
-                with builder.goto_block(case):
-                    _emit_tile(context, builder, arrays, offsets, rows, vectors, L, Wp.dtype)
-                    builder.branch(done)
+        shapes = [(rows, vectors) for rows in TILE_ROWS for vectors in TILE_VECTORS] + [(1, WIDE)]
+        for rows, vectors in shapes:
+            case = builder.append_basic_block(f"tile.{rows}x{vectors}")
+            switch.add_case(context.get_constant(types.intp, rows * 16 + vectors), case)
+            with builder.goto_block(case):
+                _emit_tile(context, builder, arrays, offsets, rows, vectors, L, Wp.dtype)
+                builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
     return types.none(xf, r0, K, Wp, base, part, at, k0, kn, resume, rows, vectors), codegen
@@ -157,10 +169,36 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
             rows = ROWS if i + ROWS <= i1 else (4 if i + 4 <= i1 else 1)
             _tile(xf, i * K, K, Wp, base, part, (i - i0) * nr, k0, kn, resume, rows, vectors)
             i += rows
+    _finish(b, relu, out, i0, i1, p, part, 0)
+
+
+@cpu_jit(inline="always")
+def _row_group(x, Wp, b, relu, out, p, part):
+    """The one row of x, outputs of the GROUP whole panels from p on: one wide tile (GROUP x
+    VECTORS multiply-add chains at once), then each panel's bias and ReLU."""
+    simd.prefer_wide_vectors()
+    K = x.shape[1]
+    nr = VECTORS * simd.lanes_of(Wp)
+    # all of k at once: with one row no slice of a panel is read twice (the sums are the same
+    # bits either way: a slice's sums are saved and taken up again exactly)
+    _tile(flat_view(x), 0, K, Wp, p * K * nr, part, 0, 0, K, False, 1, WIDE)
+    for g in range(GROUP):
+        _finish(b, relu, out, 0, 1, p + g, part, g * nr)
+
+
+@cpu_jit(inline="always")
+def _finish(b, relu, out, i0, i1, p, part, off):
+    """out[i0:i1, panel p's outputs] = the sums at part[off + (i - i0) * NR ..] + the bias (and
+    ReLU when `relu`)."""
+    m = out.shape[1]
+    L = simd.lanes_of(part)
+    nr = VECTORS * L
+    first = p * nr
+    width = min(nr, m - first)
     if simd.c_layout(out) and width == nr:  # bias and ReLU in registers
         flat = flat_view(out)
         for i in range(i0, i1):
-            at, o = (i - i0) * nr, i * m + first
+            at, o = off + (i - i0) * nr, i * m + first
             for v in range(VECTORS):
                 y = simd.add(simd.load(part, at + v * L), simd.load(b, first + v * L))
                 simd.store(flat, o + v * L, simd.relu(y) if relu else y)
@@ -168,13 +206,14 @@ def _block(x, Wp, b, relu, out, i0, i1, p, part):
     if simd.c_layout(out):  # a layer's last, partial panel
         flat, bias = flat_view(out), b[first:first + width]
         for i in range(i0, i1):
-            sums, dst = part[(i - i0) * nr:(i - i0) * nr + width], flat[i * m + first:i * m + first + width]
+            at = off + (i - i0) * nr
+            sums, dst = part[at:at + width], flat[i * m + first:i * m + first + width]
             for c in range(width):  # over 0-based views: the loop vectorizes
                 y = sums[c] + bias[c]
                 dst[c] = (y if y > 0 else y - y) if relu else y
         return
     for i in range(i0, i1):  # an out that is not C-contiguous
-        at = (i - i0) * nr
+        at = off + (i - i0) * nr
         for c in range(width):
             y = part[at + c] + b[first + c]
             out[i, first + c] = (y if y > 0 else y - y) if relu else y
@@ -202,8 +241,14 @@ def panels_into(x, Wp, b, relu, out, part, p0, p1):
     if part.size < BLOCK_ROWS * nr or p0 < 0 or p1 > -(-out.shape[1] // nr):
         raise ValueError("affine_forward: scratch too small or panels out of range")
     n = x.shape[0]
+    first = p0
+    if n == 1:  # whole panels GROUP at a time (see WIDE)
+        whole = min(p1, out.shape[1] // nr)
+        while first + GROUP <= whole:
+            _row_group(x, Wp, b, relu, out, first, part)
+            first += GROUP
     for i0 in range(0, n, BLOCK_ROWS):
-        for p in range(p0, p1):
+        for p in range(first, p1):
             _block(x, Wp, b, relu, out, i0, min(n, i0 + BLOCK_ROWS), p, part)
 
 

@@ -40,16 +40,17 @@ def test_packed_forward_equals_reference(rng, dtype, act, n, k, m):
 def test_a_row_gives_the_same_bits_in_any_batch(rng):
     """Each output is one multiply-add chain over the inputs in order: a row's result does not
     depend on the rows beside it (register tiles of 6, 4 and 1 rows agree, across slices of
-    K_BLOCK inputs: 300 = 128 + 128 + 44)."""
+    K_BLOCK inputs: 300 = 128 + 128 + 44, and the wide tiles of a call on one row)."""
     k = 2 * packed.K_BLOCK + 44
+    m = (2 * packed.GROUP + 1) * packed.panel_width(np.float32) + 6  # a row alone: two wide tiles, then one panel at a time
     x = rng.standard_normal((11, k)).astype(np.float32)
-    W = rng.standard_normal((70, k)).astype(np.float32)
-    b = np.zeros(70, np.float32)
+    W = rng.standard_normal((m, k)).astype(np.float32)
+    b = np.zeros(m, np.float32)
     Wp = _packed(W)
-    whole = np.empty((11, 70), np.float32)
+    whole = np.empty((11, m), np.float32)
     packed.affine_forward(x, Wp, b, 3, whole)
     for i in range(11):
-        one = np.empty((1, 70), np.float32)
+        one = np.empty((1, m), np.float32)
         packed.affine_forward(x[i:i + 1], Wp, b, 3, one)
         np.testing.assert_array_equal(one[0], whole[i])
 
@@ -92,7 +93,7 @@ def test_the_other_vector_width_gives_the_same_results(rng, tmp_path):
     or joins the vectors, so both run here), in a fresh process with its own cache: the same
     bits as this process (each output one FMA chain over k in order, whatever the tile)."""
     other = 32 if packing.VECTOR_BYTES == 64 else 64
-    cases = [(n, k, m, act) for n, k, m in SHAPES[:5] for act in (0, 1)]
+    cases = [(n, k, m, act) for n, k, m in SHAPES[:5] + [(1, 300, 150), (1, 40, 300)] for act in (0, 1)]
     arrays = {}
     for i, (n, k, m, act) in enumerate(cases):
         arrays[f"x{i}"], arrays[f"W{i}"], arrays[f"b{i}"] = (

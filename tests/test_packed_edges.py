@@ -144,6 +144,20 @@ BOUNDS_SCRIPT = textwrap.dedent("""
         except IndexError:
             continue
         raise SystemExit(f"no IndexError for {args}")
+
+    @numba.njit
+    def wide(xf, Wp, part, kn):  # one row x GROUP panels
+        packed._tile(xf, 0, K, Wp, 0, part, 0, 0, kn, False, 1, packed.WIDE)
+
+    Wg, pg = np.ones(packed.GROUP * K * nr, np.float32), np.zeros(packed.GROUP * nr, np.float32)
+    wide(xf, Wg, pg, K)
+    assert (pg == K).all()
+    for args in [(Wg[:-1], pg, K), (Wg, pg[:-1], K), (Wg, pg, K + 1)]:
+        try:
+            wide(xf[:K], *args)
+        except IndexError:
+            continue
+        raise SystemExit("no IndexError for a wide tile")
     print("ok")
 """)
 
