@@ -246,11 +246,15 @@ def _body(program, c_abi):
         params, layout, acts = program.params, program.layout, program.acts
         prox, l1 = program.prox, program.l1
         packed_w, packed_at = program.packed, program.packed_at
+        packed_for = packed.VECTOR_BYTES  # the layout the weights were packed in (a closure constant)
 
         # one thread: a host calling from many threads, or from a forked child, needs no pool
         def run(x, out):
             if _overlaps(x, out):
                 raise ValueError("out must not overlap x")
+            if packed_for != packed.VECTOR_BYTES:  # unpickled where the kernels use the other layout
+                raise ValueError("this compiled function's weights are packed for another CPU's vectors; "
+                                 "call model.compiled() again in this process")
             chain_into(params, layout, acts, prox, l1, packed_w, packed_at, None, False, x, out)
 
         def c_run(x_ptr, n_rows, out_ptr):

@@ -143,6 +143,10 @@ class _TreeStampedImpl(caching.CompileResultCacheImpl):
     def __init__(self, py_func):
         super().__init__(py_func)  # picks the locator as Numba would (RuntimeError: none usable)
         self._locator = _TreeStampedLocator(self._locator)
+        # the vector width in the file names too: AVX2 and AVX-512 hosts sharing a cache folder
+        # keep their own index and data files instead of evicting each other's at every switch
+        from .packing import VECTOR_BYTES
+        self._filename_base = f"{self._filename_base}.v{VECTOR_BYTES}"
 
 
 class TreeStampedCache(caching.FunctionCache):

@@ -28,11 +28,16 @@ def _vector_bytes():
         return int(chosen)
     named = os.environ.get("NUMBA_CPU_FEATURES")
     if named:
-        return 64 if "+avx512f" in named.split(",") else 32
+        return 64 if "+avx512f" in (f.strip() for f in named.split(",")) else 32
     if os.environ.get("NUMBA_CPU_NAME", "host") != "host":  # a named target (say, generic for a
         return 32                                           # portable cache): assume no AVX-512
+    if os.environ.get("NUMBA_ENABLE_AVX", "1").strip() == "0":
+        return 32
     import llvmlite.binding as llvm
-    return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+    try:
+        return 64 if llvm.get_host_cpu_features().get("avx512f", False) else 32
+    except RuntimeError:  # features unknown on this platform (Numba falls back the same way)
+        return 32
 
 
 VECTOR_BYTES = _vector_bytes()  # one machine vector (512 or 256 bits)

@@ -103,3 +103,23 @@ def test_cache_stamp_covers_every_kernel_file_and_the_engine():
     assert here <= names and "engine.py" in names
     digest, width = jit.tree_stamp().split("|")
     assert len(digest) == 64 and width in ("v32", "v64")  # the files, and the packed kernels' vector width
+
+
+def test_each_vector_width_keeps_its_own_cache_files(tmp_path):
+    """AVX2 and AVX-512 hosts (or FASTAE_VECTOR_BYTES) sharing one cache folder: each width writes
+    and finds its own index, so switching back finds the code still cached."""
+    script = ("import numpy as np\n"
+              "from fastae.kernels import packed\n"
+              "x = np.ones((2, 3), np.float32)\n"
+              "Wp = np.ones(packed.packed_size(5, 3, np.float32), np.float32)\n"
+              "packed.affine_forward(x, Wp, np.zeros(5, np.float32), 0, np.empty((2, 5), np.float32))\n"
+              "print(packed.affine_forward.stats.cache_hits)\n")
+    hits = []
+    for width in ("32", "64", "32"):
+        env = dict(os.environ, FASTAE_VECTOR_BYTES=width, NUMBA_CACHE_DIR=str(tmp_path))
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        hits.append(done.stdout.strip())
+    assert hits[0] == "Counter()" and hits[2] != "Counter()"  # the third run loads what the first wrote
+    names = {p.name for p in tmp_path.rglob("packed.affine_forward-*.nbi")}
+    assert {n.split(".")[-2] for n in names} == {"v32", "v64"}

@@ -73,9 +73,10 @@ def test_packing_layout_and_padding(rng, monkeypatch, vector_bytes, vectors, nr)
 @pytest.mark.parametrize("env,want", [
     ({"FASTAE_VECTOR_BYTES": "32"}, 32), ({"FASTAE_VECTOR_BYTES": "64"}, 64),
     ({"NUMBA_CPU_FEATURES": "+avx2,+fma,+avx512f"}, 64), ({"NUMBA_CPU_FEATURES": "+avx2,+fma"}, 32),
-    ({"NUMBA_CPU_NAME": "generic"}, 32)])
+    ({"NUMBA_CPU_FEATURES": "+avx2, +avx512f"}, 64), ({"NUMBA_CPU_NAME": "generic"}, 32),
+    ({"NUMBA_ENABLE_AVX": "0"}, 32)])
 def test_the_vector_width_follows_what_numba_compiles_for(monkeypatch, env, want):
-    for name in ("FASTAE_VECTOR_BYTES", "NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME"):
+    for name in ("FASTAE_VECTOR_BYTES", "NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "NUMBA_ENABLE_AVX"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -181,3 +182,29 @@ def test_a_layer_with_no_inputs_gives_its_bias(rng, dtype):
         out = np.full((n, m), np.nan, dtype)
         packed.affine_forward(np.empty((n, 0), dtype), Wp, b, ACTIVATIONS[act], out)
         np.testing.assert_array_equal(out, np.broadcast_to(want, (n, m)))
+
+
+PICKLED_SCRIPT = """
+import pickle, sys, numpy as np
+f, x = pickle.load(open(sys.argv[1], "rb"))
+try:
+    f(x, np.empty((x.shape[0], 3), x.dtype))
+except ValueError as e:
+    print("refused:", e)
+"""
+
+
+def test_a_compiled_function_unpickled_under_the_other_layout_refuses_to_run(rng, tmp_path):
+    """model.compiled()'s closure holds weights packed for this machine's vectors; unpickled in a
+    process that packs for the other width it must not compute with them (same-size layouts
+    would give wrong numbers silently)."""
+    import pickle
+    X = rng.standard_normal((50, 40)).astype(np.float32)
+    model = fastae.Autoencoder(hidden=(70,), code=3, epochs=1, seed=0).fit(X)
+    with open(tmp_path / "f.pkl", "wb") as f:
+        pickle.dump((model.compiled("encode"), X[:4]), f)
+    other = 32 if packing.VECTOR_BYTES == 64 else 64
+    env = dict(os.environ, FASTAE_VECTOR_BYTES=str(other), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", PICKLED_SCRIPT, str(tmp_path / "f.pkl")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert "refused: this compiled function's weights are packed for another CPU" in done.stdout, done.stderr[-2000:]
