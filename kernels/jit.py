@@ -67,10 +67,9 @@ def stamped_files():
 @functools.lru_cache(maxsize=None)
 def tree_stamp():
     """A hash of the contents of every stamped file, taken once per process (at the first
-    compile or cache load, which is when the modules in memory were read), and the vector width
-    the packed kernels were written for (`packing.VECTOR_BYTES`, chosen per process)."""
-    from .packing import VECTOR_BYTES
-    return f"{native.files_digest(stamped_files())}|v{VECTOR_BYTES}"
+    compile or cache load, which is when the modules in memory were read). (The vector width
+    the packed kernels were written for is in the cache files' names: `_TreeStampedImpl`.)"""
+    return native.files_digest(stamped_files())
 
 
 class _TreeStampedLocator:

@@ -18,9 +18,9 @@ import numpy as np
 def _vector_bytes():
     """64 where the code Numba compiles here may use AVX-512 (the features NUMBA_CPU_FEATURES
     names; else, unless NUMBA_CPU_NAME names another CPU, the host's, as llvmlite reports them
-    to Numba), else 32. FASTAE_VECTOR_BYTES=32
-    or 64 chooses (the tests run the other layout this way: LLVM splits 512-bit vectors where the
-    CPU has only 256-bit ones, so both run anywhere, only one fast)."""
+    to Numba), else 32. FASTAE_VECTOR_BYTES=32 or 64 chooses (the tests run the other layout this
+    way: LLVM splits 512-bit vectors where the CPU has only 256-bit ones, so both run anywhere,
+    only one fast)."""
     chosen = os.environ.get("FASTAE_VECTOR_BYTES")
     if chosen:
         if chosen not in ("32", "64"):
