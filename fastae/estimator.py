@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import dask_support, validation
-from .fitted import FittedModel, Spec, TrainState
+from .fitted import FittedModel, NotFinite, Spec, TrainState
 from .kernels import backend as _backend
 from .training import Trainer, initial_state
 
@@ -450,16 +450,20 @@ class NeuralEstimator(Estimator):
     def _apply(self, state, method, X, name, n_in, n_out, out, *args, finite_checked_later=False):
         """state.<method>(checked X, *args, out) with the caller's checked `out=`."""
         Xc = self._rows(state, X, name, n_in, finite_checked_later)
-        if out is None:
-            result = getattr(state, method)(Xc, *args, None)
-            return result if state.xp is np else self._as_caller(state, result, X)
-        target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
-        xp = state.xp
-        if xp.may_share_memory(target, Xc) or (X is not Xc and isinstance(X, xp.ndarray)
-                                               and xp.may_share_memory(target, X)):
-            raise ValueError(f"out must not overlap {name}")
-        getattr(state, method)(Xc, *args, target)
-        return out
+        target = None
+        if out is not None:
+            target = result_array(out, (Xc.shape[0], n_out), state.dtype, state.xp)
+            xp = state.xp
+            if xp.may_share_memory(target, Xc) or (X is not Xc and isinstance(X, xp.ndarray)
+                                                   and xp.may_share_memory(target, X)):
+                raise ValueError(f"out must not overlap {name}")
+        try:
+            result = getattr(state, method)(Xc, *args, target)
+        except NotFinite:  # found by the compiled chain's own check: name the argument
+            raise NotFinite(name) from None
+        if out is not None:
+            return out
+        return result if state.xp is np else self._as_caller(state, result, X)
 
     def decode(self, Z: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """Reconstructions (n, D) from codes (n, code) or latents (n, latent).

@@ -29,6 +29,13 @@ ARCHITECTURE = ("n_features", "hidden", "width", "activation", "code_activation"
                 "likelihood", "dtype")
 
 
+class NotFinite(ValueError):
+    """Rows handed to a compiled chain hold NaN or inf (the estimator says which argument)."""
+
+    def __init__(self, name="X"):
+        super().__init__(f"{name} contains NaN or infinity")
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """What a fitted network computes: its architecture and its objective."""
@@ -270,13 +277,13 @@ class FittedModel:
         done = _native().run(chain, X, result)
         if done is not None:
             if not done:
-                raise ValueError("X contains NaN or infinity")
+                raise NotFinite
             return result
         compiled = _compiled()
         run = getattr(self.engine, "chain_into", compiled.chain_into)  # deferred until compiled
         if not run(chain.params, chain.layout, chain.acts, chain.prox, chain.l1, chain.packed, chain.packed_at,
                    pool_threads(), True, X, result):
-            raise ValueError("X contains NaN or infinity")
+            raise NotFinite
         return result
 
     def encode(self, X, out=None):

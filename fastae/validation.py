@@ -44,10 +44,14 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
         raise ValueError(f"{name} must be 2-D (rows, features), got shape {tuple(X.shape)}. Reshape your "
                          "data: X.reshape(1, -1) for a single row, X.reshape(-1, 1) for a single feature")
     check_shape(X.shape, name, n_features, owner)
-    X = kernel_array(X, dtype, xp)
-    if not all_finite(X, xp):
+    with np.errstate(over="ignore"):  # a finite value too large for dtype is said below, not warned
+        converted = kernel_array(X, dtype, xp)
+    if not all_finite(converted, xp):
+        if converted is not X and all_finite(X, xp):
+            raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name} (beyond "
+                             f"{np.finfo(dtype).max:.4g} in magnitude)")
         raise ValueError(f"{name} contains NaN or infinity")
-    return X
+    return converted
 
 
 def check_shape(shape, name, n_features=None, owner=None):

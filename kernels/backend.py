@@ -6,6 +6,7 @@ in it (no CuPy, no driver, no device) just means "no cuda".
 import functools
 import importlib
 import os
+import sys
 import threading
 
 NAMES = ("numpy", "cpu", "cuda", "auto")
@@ -20,7 +21,11 @@ def simulated():
 def jit_disabled():
     """True when NUMBA_DISABLE_JIT is set to a non-zero integer (as Numba reads it): Numba then
     runs every @njit function as plain Python, which the cpu kernels cannot do (their intrinsics
-    and overloads exist only compiled)."""
+    and overloads exist only compiled). Once Numba is imported, its own reading of the variable
+    decides (and costs an attribute read, not the 3 us of parsing the environment per call)."""
+    config = sys.modules.get("numba.core.config")
+    if config is not None and hasattr(config, "DISABLE_JIT"):
+        return bool(config.DISABLE_JIT)
     value = os.environ.get("NUMBA_DISABLE_JIT", "").strip()
     try:
         return int(value) != 0
@@ -85,6 +90,7 @@ def resolve(backend, like=None):
     return backend
 
 
+@functools.lru_cache(maxsize=None)
 def module(backend):
     """The implementation module of a concrete backend, imported on first use."""
     return importlib.import_module(f"{__package__}.{_MODULES[backend]}")

@@ -31,6 +31,8 @@ def real(value, name, minimum=None):
 
 def seed(value, name="seed"):
     """A 64-bit noise seed; None draws a fresh one from the OS."""
+    if type(value) is int and 0 <= value < 1 << 64:  # the common case, without the ABC check below
+        return value
     if value is None:
         return int.from_bytes(os.urandom(8), "little")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

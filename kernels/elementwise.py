@@ -3,6 +3,7 @@
 Plain Python on purpose: `cpu.py` wraps these in `numba.njit`, `gpu.py` in `cuda.jit(device=True)`.
 Integer codes stand for activations because both targets dispatch on them cheaply.
 """
+import functools
 import math
 import types
 from math import exp, log, log1p, sqrt, tanh  # each target may bind faster versions
@@ -73,6 +74,7 @@ def seed_key(seed):
     return mix64(np.uint64(seed) + _GOLDEN)
 
 
+@functools.lru_cache(maxsize=256)  # a training loop or a benchmark asks for the same few seeds again
 def noise_key(seed):
     """The 64-bit stream key of a user's seed, computed on the host: `seed_key` in Python integers
     (wrapping is intended; NumPy scalar arithmetic would cost microseconds a call)."""

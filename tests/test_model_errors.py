@@ -127,3 +127,32 @@ def test_review_findings_are_clear_errors(tmp_path):
     result = subprocess.run([sys.executable, "-m", "fastae", "fit", str(tmp_path / "x.npy"), "--hidden", "8,,3",
                              "-o", str(tmp_path / "m.npz")], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "8,,3" in result.stderr
+
+
+@pytest.mark.parametrize("cls,code_name", [(fastae.Autoencoder, "C"), (fastae.VAE, "Z")])
+def test_inference_errors_name_their_argument(X, cls, code_name):
+    """The compiled chain finds NaN and inf itself; the error names the argument it came in
+    (decode: the codes). A finite float64 too large for a float32 model is said to be so, with no
+    overflow warning on the way."""
+    import warnings
+    model = cls(hidden=(4,), epochs=1, seed=0).fit(X)
+    codes = model.transform(X)
+    for rows in (1, 7):
+        bad = codes[:rows].copy()
+        bad[-1, 0] = np.nan
+        with pytest.raises(ValueError, match=f"^{code_name} contains NaN or infinity"):
+            model.decode(bad)
+        with pytest.raises(ValueError, match=f"^{code_name} contains NaN or infinity"):
+            model.decode(bad, out=np.empty((rows, X.shape[1]), np.float32))
+        rows_x = X[:rows].astype(np.float32)
+        rows_x[0, 0] = np.inf
+        with pytest.raises(ValueError, match="^X contains NaN or infinity"):
+            model.reconstruct(rows_x)
+    huge = X.copy()
+    huge[3, 2] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="^X holds values too large for float32"):
+            model.transform(huge)
+        with pytest.raises(ValueError, match="^X contains NaN or infinity"):
+            model.transform(np.where(X > 0.9, np.inf, X))
