@@ -17,7 +17,8 @@ jit = cpu_jit
 # log and sincos_small in the precision of their argument: the noise of float32 data is drawn in
 # float32 (twice the SIMD lanes)
 _ew = ew.compiled(cpu_jit(inline="always"), {"exp": cpu_math.exp, "log1p": cpu_math.log1p,
-                                              "log": cpu_math.log_in, "sincos_small": cpu_math.sincos_small_in})
+                                              "log": cpu_math.log_in, "sincos_small": cpu_math.sincos_small_in,
+                                              "tanh": cpu_math.tanh_in})
 activate, activation_grad, soft_threshold = _ew.activate, _ew.activation_grad, _ew.soft_threshold
 box_muller, mix64, normal_at, uniform_at = _ew.box_muller, _ew.mix64, _ew.normal_at, _ew.uniform_at
 bce_with_logits = _ew.bce_with_logits

@@ -45,6 +45,7 @@ from numba.extending import intrinsic, register_jitable
 
 from . import simd
 from .cpu import exp_like, in_dtype_of
+from .cpu_math import tanh_in
 from .elementwise import RELU, SIGMOID, TANH
 from .jit import cpu_jit, plain_argument_types
 from .packing import BLOCK_ROWS, K_BLOCK, ROWS, VECTOR_BYTES, VECTORS, pack, packed_size, panel_width  # noqa: F401
@@ -265,7 +266,7 @@ def _activate(a, act):
             a[c] = s if v >= 0 else e * s
     elif act == TANH:
         for c in range(a.size):
-            a[c] = math.tanh(a[c])
+            a[c] = tanh_in(a[c])
 
 
 @plain_argument_types
