@@ -11,8 +11,9 @@ One group per part, net, row count and thread count, float32. Contenders:
 - peers (skipped when not installed): `onnxruntime`, a session on the file `model.to_onnx(path,
   part=part)` writes; `torch`, the same layers in eager PyTorch under `torch.inference_mode()`.
 
-The digits net (64-32-16-8) and the 784-512-256-32 encoder at 1, 16 and 256 rows; the whole
-autoencoders (reconstruct) at 1, 16 and 256 rows (784) and 1 and 16 rows (digits).
+The digits net (64-32-16-8) and the 784-512-256-32 encoder at 1, 16 and 256 rows (and with tanh
+in place of ReLU at 256 rows); the whole autoencoders (reconstruct) at 1, 16 and 256 rows (784)
+and 1 and 16 rows (digits).
 """
 import numpy as np
 import pytest
@@ -28,24 +29,26 @@ IMPLS = contenders("cpu_out", "compiled", "onnxruntime", "torch")
 _models = {}
 
 
-def _model(d, backend="cpu"):
-    """One fitted model per input width d for the whole file (compiled() is cached on its fitted
-    state); the other backends' models hold the very same weights."""
-    config = BIG if d == 784 else DIGITS
-    if (d, "cpu") not in _models:
+def _model(d, backend="cpu", activation="relu"):
+    """One fitted model per input width d (and hidden activation) for the whole file (compiled()
+    is cached on its fitted state); the other backends' models hold the very same weights."""
+    config = dict(BIG if d == 784 else DIGITS, activation=activation)
+    if (d, "cpu", activation) not in _models:
         X = np.random.default_rng(0).uniform(size=(64, d)).astype(np.float32)
-        _models[d, "cpu"] = fastae.Autoencoder(**config, batch_size=64, epochs=1, seed=0, backend="cpu").fit(X)
-    if (d, backend) not in _models:
-        _models[d, backend] = fastae.Autoencoder(**config, backend=backend).set_weights(_models[d, "cpu"].get_weights())
-    return _models[d, backend]
+        _models[d, "cpu", activation] = fastae.Autoencoder(**config, batch_size=64, epochs=1, seed=0,
+                                                           backend="cpu").fit(X)
+    if (d, backend, activation) not in _models:
+        _models[d, backend, activation] = fastae.Autoencoder(**config, backend=backend).set_weights(
+            _models[d, "cpu", activation].get_weights())
+    return _models[d, backend, activation]
 
 
-def _contender(impl, part, threads, tmp_path, x):
+def _contender(impl, part, threads, tmp_path, x, activation="relu"):
     """f(rows) -> result, for one contender and part, built outside the timing."""
     d = x.shape[1]
-    model = _model(d, "cpu")
+    model = _model(d, "cpu", activation)
     if impl in ("numpy", "cpu", "cuda"):
-        other = _model(d, impl)
+        other = _model(d, impl, activation)
         return other.transform if part == "encode" else other.reconstruct
     if impl == "cpu_out":
         code = np.empty_like(model.transform(x))
@@ -69,14 +72,15 @@ def _contender(impl, part, threads, tmp_path, x):
     raise ValueError(impl)
 
 
-def _inference(benchmark, threads, impl, part, net, rows, tmp_path):
+def _inference(benchmark, threads, impl, part, net, rows, tmp_path, activation="relu"):
     d = int(net.split("-")[0])
     x = np.random.default_rng(1).uniform(size=(rows, d)).astype(np.float32)
-    f = _contender(impl, part, threads, tmp_path, x)
-    ref = _model(d, "numpy")
+    f = _contender(impl, part, threads, tmp_path, x, activation)
+    ref = _model(d, "numpy", activation)
     want = ref.transform(x) if part == "encode" else ref.reconstruct(x)
     assert_same(np.asarray(f(x)), want, rtol=1e-4)
-    benchmark.group = group(f"{part} {net} {rows} rows f32", threads)
+    benchmark.group = group(f"{part} {net}{'' if activation == 'relu' else ' ' + activation} {rows} rows f32",
+                            threads)
     benchmark(f, x)
 
 
@@ -91,3 +95,9 @@ def test_encode(benchmark, threads, impl, net, rows, tmp_path):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_reconstruct(benchmark, threads, impl, net, rows, tmp_path):
     _inference(benchmark, threads, impl, "reconstruct", net, rows, tmp_path)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_encode_tanh(benchmark, threads, impl, tmp_path):
+    """The 784 encoder with tanh hidden layers (a ReLU code), 256 rows: what the activation costs."""
+    _inference(benchmark, threads, impl, "encode", "784-512-256-32", 256, tmp_path, activation="tanh")
