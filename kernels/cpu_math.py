@@ -16,7 +16,6 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-from . import simd
 from .jit import cpu_jit
 
 jit = cpu_jit(inline="always")
@@ -256,14 +255,13 @@ def tanh_in(x):
     """tanh in the precision of x: `tanh32` for float32, `tanh` otherwise (compiled code only)."""
 
 
-@overload(tanh_in, jit_options={"error_model": "numpy"})
+# forceinline (LLVM's alwaysinline): past LLVM's size threshold the picked function would stay a
+# call per element, and a loop around it would not vectorize (float32: 3.8 -> 0.9 ns an element)
+@overload(tanh_in, jit_options={"error_model": "numpy", "forceinline": True})
 def _tanh_in(x):
-    precise = tanh32 if x == types.float32 else tanh
-
-    def impl(x):
-        simd.inline_into_callers()
-        return precise(x)
-    return impl
+    if x == types.float32:
+        return lambda x: tanh32(x)
+    return lambda x: tanh(x)
 
 
 def log_in(x):

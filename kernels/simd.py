@@ -209,14 +209,3 @@ def prefer_wide_vectors(typingctx):
         return context.get_dummy_value()
     return types.none(), codegen
 
-
-@intrinsic
-def inline_into_callers(typingctx):
-    """Ask LLVM to inline the calling function wherever it is called (its alwaysinline
-    attribute). For the small functions that pick a math function by dtype (`cpu_math.tanh_in`):
-    past LLVM's size threshold such a function stays a call per element, and the loop around it
-    does not vectorize (tanh in float32: 3.8 -> 0.9 ns an element)."""
-    def codegen(context, builder, sig, args):
-        builder.function.attributes.add("alwaysinline")
-        return context.get_dummy_value()
-    return types.none(), codegen
