@@ -34,7 +34,6 @@ function, `panels_into` (the tiles are LLVM IR written directly, so Numba has li
 LINEAR and ReLU are applied in the panels, sigmoid and tanh by `activate_span`, compiled only
 for a model that has them).
 """
-import math
 
 import numba
 import numpy as np

@@ -208,4 +208,3 @@ def prefer_wide_vectors(typingctx):
         set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         return context.get_dummy_value()
     return types.none(), codegen
-
