@@ -34,6 +34,10 @@ class NotFinite(ValueError):
 
     def __init__(self, name="X"):
         super().__init__(f"{name} contains NaN or infinity")
+        self.name = name
+
+    def __reduce__(self):  # rebuilt from the name (pickled across processes), not the message
+        return type(self), (self.name,)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,7 @@ def data(X, name, dtype, n_features=None, owner=None, xp=np):
     with np.errstate(over="ignore"):  # a finite value too large for dtype is said below, not warned
         converted = kernel_array(X, dtype, xp)
     if not all_finite(converted, xp):
-        if converted is not X and all_finite(X, xp):
+        if converted is not X and all_finite(X, _backend.array_module_of(X)):  # X may be on the host
             raise ValueError(f"{name} holds values too large for {np.dtype(dtype).name} (beyond "
                              f"{np.finfo(dtype).max:.4g} in magnitude)")
         raise ValueError(f"{name} contains NaN or infinity")

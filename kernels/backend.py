@@ -6,7 +6,6 @@ in it (no CuPy, no driver, no device) just means "no cuda".
 import functools
 import importlib
 import os
-import sys
 import threading
 
 NAMES = ("numpy", "cpu", "cuda", "auto")
@@ -21,16 +20,20 @@ def simulated():
 def jit_disabled():
     """True when NUMBA_DISABLE_JIT is set to a non-zero integer (as Numba reads it): Numba then
     runs every @njit function as plain Python, which the cpu kernels cannot do (their intrinsics
-    and overloads exist only compiled). Once Numba is imported, its own reading of the variable
-    decides (and costs an attribute read, not the 3 us of parsing the environment per call)."""
-    config = sys.modules.get("numba.core.config")
-    if config is not None and hasattr(config, "DISABLE_JIT"):
-        return bool(config.DISABLE_JIT)
-    value = os.environ.get("NUMBA_DISABLE_JIT", "").strip()
-    try:
-        return int(value) != 0
-    except ValueError:  # Numba ignores (with a warning) a value that is not an integer
-        return False
+    and overloads exist only compiled). Read on every call (a later setting applies to the next
+    call), parsed once per value: the failed int("") of an unset variable cost 2 us a call."""
+    value = os.environ.get("NUMBA_DISABLE_JIT", "")
+    disabled = _disabled_by_value.get(value)
+    if disabled is None:
+        try:
+            disabled = int(value.strip()) != 0
+        except ValueError:  # Numba ignores (with a warning) a value that is not an integer
+            disabled = False
+        _disabled_by_value[value] = disabled
+    return disabled
+
+
+_disabled_by_value = {}
 
 
 @functools.lru_cache(maxsize=None)

@@ -227,8 +227,8 @@ _TANH_SPLIT, _TANH_SPLIT_32 = 0.625, _F32(0.625)
 def tanh(x):
     """tanh of a float64 (relative error ~3e-16), branch-free so that loops over it vectorize
     (math.tanh is a call into the C library per element): both of Cephes' forms are computed on
-    |x| and one is kept, with the sign of x. +-1 from |x| ~19 on and at +-inf, NaN for NaN, -0.0
-    for -0.0."""
+    |x| and one is kept, with the sign of x. Exactly +-1 from |x| ~19.07 on (float32: ~9.01) and
+    at +-inf, NaN for NaN, -0.0 for -0.0."""
     a = abs(x)
     z = a * a
     p = (_TANH_P[0] * z + _TANH_P[1]) * z + _TANH_P[2]

@@ -134,14 +134,17 @@ def test_inference_errors_name_their_argument(X, cls, code_name):
     """The compiled chain finds NaN and inf itself; the error names the argument it came in
     (decode: the codes). A finite float64 too large for a float32 model is said to be so, with no
     overflow warning on the way."""
+    import pickle
     import warnings
     model = cls(hidden=(4,), epochs=1, seed=0).fit(X)
     codes = model.transform(X)
     for rows in (1, 7):
         bad = codes[:rows].copy()
         bad[-1, 0] = np.nan
-        with pytest.raises(ValueError, match=f"^{code_name} contains NaN or infinity"):
+        with pytest.raises(ValueError, match=f"^{code_name} contains NaN or infinity") as raised:
             model.decode(bad)
+        # as a process pool hands it back: the same message
+        assert str(pickle.loads(pickle.dumps(raised.value))) == f"{code_name} contains NaN or infinity"
         with pytest.raises(ValueError, match=f"^{code_name} contains NaN or infinity"):
             model.decode(bad, out=np.empty((rows, X.shape[1]), np.float32))
         rows_x = X[:rows].astype(np.float32)
