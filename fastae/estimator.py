@@ -589,6 +589,8 @@ class NeuralEstimator(Estimator):
             for name, a in (("W", W), ("b", b)):
                 if a.dtype.kind not in "fiu" or not np.isfinite(a).all():
                     raise ValueError(f"weights[{i}] {name} must be finite real numbers")
+                if a.size and np.abs(a).max() > np.finfo(spec.dtype).max:  # would be inf in the model's dtype
+                    raise ValueError(f"weights[{i}] {name} holds values too large for {np.dtype(spec.dtype).name}")
         xp = base.xp
         for (W, b), (tW, tb) in zip(pairs, targets):
             tW[...], tb[...] = xp.asarray(W, dtype=spec.dtype), xp.asarray(b, dtype=spec.dtype)
@@ -609,6 +611,8 @@ class NeuralEstimator(Estimator):
         """`part` of the fitted model as a Numba-compiled `f(x, out)` with private weights, callable
         from Python and from @numba.njit code; with c_abi=True a numba.cfunc
         `int32 f(const T* x, int64 n_rows, T* out)`. Compiled on first request, then cached."""
+        if _backend.jit_disabled():  # the compiled kernels do not exist then (not even importable)
+            raise RuntimeError("compiled() needs Numba's compiler, but NUMBA_DISABLE_JIT=1 is set; unset it")
         from .compiled import compiled
         return compiled(self, part, c_abi)
 

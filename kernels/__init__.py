@@ -219,6 +219,8 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
     # when that output is ours. A caller's out= is never written when the call fails.
     name, impl, (h,), dtype, host = _prepare(backend, h, [("h", h, max(np.ndim(h), 1))],
                                              fused_check=out is None)
+    if threshold > float(np.finfo(dtype).max):  # inf in h's precision: every backend refuses it alike
+        raise ValueError(f"threshold is too large for {np.dtype(dtype).name} data, got {threshold}")
     y = _out(out, h.shape, dtype, name, host, (given,))
     if y is None:
         y = impl.l1_prox(h, threshold, bool(nonneg))

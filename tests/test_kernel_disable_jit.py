@@ -27,6 +27,9 @@ SCRIPT = textwrap.dedent("""
     p, m, v = np.ones(4), np.zeros(4), np.zeros(4)
     kernels.adam_step(p, np.ones(4), m, v, step=1, lr=0.1)
     np.testing.assert_allclose(p, 0.9)
+    model = fastae.Autoencoder(hidden=(3,), code=2, epochs=1, seed=0).fit(h)
+    with pytest.raises(RuntimeError, match="compiled.. needs Numba's compiler, but NUMBA_DISABLE_JIT=1"):
+        model.compiled("encode")
     for call in (lambda: kernels.l1_prox(h, 0.25, backend="cpu"),
                  lambda: kernels.adam_step(p, np.ones(4), m, v, step=1, backend="cpu")):
         with pytest.raises(RuntimeError, match="NUMBA_DISABLE_JIT=1 is set.*use backend='numpy' or unset"):

@@ -159,3 +159,22 @@ def test_inference_errors_name_their_argument(X, cls, code_name):
             model.transform(huge)
         with pytest.raises(ValueError, match="^X contains NaN or infinity"):
             model.transform(np.where(X > 0.9, np.inf, X))
+
+
+def test_values_too_large_for_the_model_dtype_are_refused(X):
+    """A float64 weight or threshold beyond float32's range would be inf inside a float32 model
+    or kernel: a ValueError naming it, on every backend, instead of a warning and inf."""
+    import warnings
+    model = fastae.Autoencoder(hidden=(4,), code=2, epochs=1, seed=0).fit(X)
+    weights = [(W.astype(np.float64), b) for W, b in model.get_weights()]
+    weights[0][0][0, 0] = 1e39
+    before = model.transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"weights\[0\] W holds values too large for float32"):
+            model.set_weights(weights)
+        np.testing.assert_array_equal(model.transform(X), before)  # unchanged
+        for backend in ("numpy", "cpu"):
+            with pytest.raises(ValueError, match="threshold is too large for float32"):
+                fastae.kernels.l1_prox(np.ones((2, 3), np.float32), 1e39, backend=backend)
+    assert np.isfinite(fastae.kernels.l1_prox(np.ones((2, 3)), 1e39)).all()  # float64 takes it
