@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import backend as _backend
-from . import threads as _threads  # noqa: F401  (its fork handler, before Numba's threads start)
+from . import threads as _threads  # (imported here for its fork handler, before Numba's threads start)
 from . import checks as _checks
 from . import elementwise as _ew
 from .backend import backends
@@ -224,9 +224,26 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
     y = _out(out, h.shape, dtype, name, host, (given,))
     if y is None:
         y = impl.l1_prox(h, threshold, bool(nonneg))
-    elif impl.l1_prox(h.reshape(-1), threshold, bool(nonneg), y.reshape(-1)) is False:
+    elif _l1_prox_into(name, impl, h.reshape(-1), threshold, bool(nonneg), y.reshape(-1)) is False:
         raise ValueError("h contains NaN or infinity")
     return _deliver(y, out, host)
+
+
+# From this many elements on, the cpu l1_prox splits its work between threads (`chunk_pool`).
+_L1_PROX_PARALLEL = 1 << 18
+
+
+def _l1_prox_into(name, impl, h, threshold, nonneg, y):
+    """The backend's l1_prox kernel into y (both 1-D), on `threads.requested()` threads for a
+    large cpu call (the same bits)."""
+    if name == "cpu" and h.size >= _L1_PROX_PARALLEL:
+        threads = _threads.requested()
+        if threads > 1:
+            from .chunk_pool import l1_prox_into
+            ok = l1_prox_into(h, threshold, nonneg, y, threads)
+            if ok is not None:
+                return ok
+    return impl.l1_prox(h, threshold, nonneg, y)
 
 
 def _reparam_inputs(backend, specs, eps, seed):
@@ -607,3 +624,6 @@ def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
         bce_logits_loss(x, np.clip(x, 0, 1), backend=backend)
         p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
         adam_step(p, p + 1, m, v, step=1, backend=backend)
+        if _backend.resolve(backend, x) == "cpu":  # what large calls on several threads run
+            from .chunk_pool import warmup as pool_warmup
+            pool_warmup(np.dtype(dtype))

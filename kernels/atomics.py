@@ -1,7 +1,8 @@
 """Atomic operations on an int64 array, a spin-wait hint and futex sleep/wake, inside Numba code:
 what a thread pool of fastae's own (`kernels.pool`) is built from. LLVM IR written directly.
 
-- `load(a, i)`, `store(a, i, v)`, `add(a, i, v)` (returns the old value): sequentially
+- `load(a, i)`, `store(a, i, v)`, `add(a, i, v)` (returns the old value), `swap_if(a, i,
+  expected, v)` (a[i] = v if a[i] == expected, in one step; True if it did): sequentially
   consistent atomics on a[i] (a: 1-D C-contiguous int64 array);
 - `pause()`: the CPU's spin-wait hint (x86 `pause`; nothing elsewhere);
 - `futex_wait(a, i, expected)`: sleep while the low 32 bits of a[i] equal `expected` (or until
@@ -66,6 +67,19 @@ def add(typingctx, a, i, v):
         value = context.cast(builder, args[2], sig.args[2], types.int64)
         return builder.atomic_rmw("add", _slot(context, builder, sig, args), value, "seq_cst")
     return types.int64(a, i, v), codegen
+
+
+@intrinsic
+def swap_if(typingctx, a, i, expected, v):
+    if not (_is_int64_array(a) and isinstance(i, types.Integer) and isinstance(expected, types.Integer)
+            and isinstance(v, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        old, new = (context.cast(builder, args[j], sig.args[j], types.int64) for j in (2, 3))
+        pair = builder.cmpxchg(_slot(context, builder, sig, args), old, new, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+    return types.boolean(a, i, expected, v), codegen
 
 
 @intrinsic

@@ -269,8 +269,13 @@ def part_key(key, first):
 
 def reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, threads):
     """reparam_forward over `threads` row ranges at once (scratch: `threads` equal shares of
-    3K + 2 entries or more). The same results as one thread, bit for bit."""
+    3K + 2 entries or more). The same results as one thread, bit for bit. On the workers of
+    `chunk_pool` where it takes the call, else on Python threads (`run_parts`)."""
+    from .chunk_pool import reparam_forward as pooled
     from .threads import run_parts
+    ok = pooled(mu, logvar, eps, has_eps, key, z, kl, scratch, threads)
+    if ok is not None:
+        return ok
     n, k = mu.shape
     share = scratch.size // threads
 
@@ -283,7 +288,11 @@ def reparam_forward_parallel(mu, logvar, eps, has_eps, key, z, kl, scratch, thre
 
 def reparam_backward_parallel(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, threads):
     """reparam_backward over `threads` row ranges at once (as `reparam_forward_parallel`)."""
+    from .chunk_pool import reparam_backward as pooled
     from .threads import run_parts
+    ok = pooled(dz, mu, logvar, eps, has_eps, key, beta, dmu, dlogvar, scratch, threads)
+    if ok is not None:
+        return ok
     n, k = mu.shape
     share = scratch.size // threads
 
