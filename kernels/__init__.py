@@ -625,5 +625,6 @@ def warmup(backend: Literal["numpy", "cpu", "cuda", "auto"] = "cpu",
         p, m, v = np.zeros(3, dtype), np.zeros(3, dtype), np.zeros(3, dtype)
         adam_step(p, p + 1, m, v, step=1, backend=backend)
         if _backend.resolve(backend, x) == "cpu":  # what large calls on several threads run
-            from .chunk_pool import warmup as pool_warmup
-            pool_warmup(np.dtype(dtype))
+            from . import atomics, chunk_pool
+            if atomics.supported():
+                chunk_pool.warmup(np.dtype(dtype))

@@ -1,27 +1,30 @@
 """Large element-wise cpu ops (the reparameterization kernels, l1_prox) split into fixed chunks
-that the calling thread and the pool's workers take in turn.
+that the calling thread and the pool's workers claim in turn.
 
 `threads.run_parts` hands a part to a Python thread asleep on a queue: 70-110 us a call on a
 2-vCPU VM (the wake-up and the GIL), as much as the second half of a 4096 x 64 reparameterization.
-Here each worker is a Python thread that entered `serve` (nogil) once and stays in it, as
-the inference pool's do (`kernels.pool`): it spins (~1 ms) after its last job, then sleeps on a
-futex. A call writes the job into the control block, bumps the generation and takes chunks
-itself. Every thread claims the next chunk with one compare-and-swap on a word that holds the
-job's generation and the next chunk's number, so a worker that wakes late finds nothing left and
-the caller never waits for a sleeping thread, only for chunks in progress.
+Here each worker is a Python thread that entered `worker_loop` (nogil) once and stays in it, as
+the inference pool's do (`kernels.pool`): it spins (~1 ms) after a job it took part in, then
+sleeps on a futex. A call (`run`, one compiled call from start to end, so that no
+KeyboardInterrupt can leave a job behind it) writes the job into the control block, bumps the
+generation and claims chunks itself. Every thread claims the next chunk with one compare-and-swap
+on CLAIM, a word holding the job's generation and the next chunk's number: a worker that wakes
+late finds nothing left, and the caller never waits for a sleeping thread, only for chunks in
+progress. Before it writes a job's fields the caller closes CLAIM to every earlier job (the new
+generation, no chunk left), so a late worker can never claim a chunk under an old job's fields.
 
 The chunks are fixed by the job, not by who computes them: the same bits for any thread count.
 For the reparameterization they are whole rows starting at an even number i * K, each drawn from
 the stream key moved on to there (`cpu.part_key`), as `cpu.reparam_forward_parallel`'s parts.
+The kernels are called through their addresses (`kernels.addresses`).
 
-One call at a time uses the pool (the others get None and split otherwise); a forked child
-starts a pool of its own. x86-64 Linux only (`atomics.supported`).
+One call at a time uses the pool (another thread's call gets None and splits otherwise); a forked
+child starts a pool of its own. x86-64 Linux only (`atomics.supported`).
 """
 import os
 import threading
 
 import numpy as np
-
 from numba import types
 
 from . import atomics, cpu
@@ -31,15 +34,16 @@ from .jit import cpu_jit
 from .views import at_address
 
 # the control block: the words threads spin on or count with, each on a cache line of its own,
-# then the job. CLAIM holds (generation << 32) | the next chunk's number.
-GENERATION, CLAIM, FINISHED, SLEEPERS, STOP, WORKERS, FAILED, BAD = 0, 8, 16, 24, 32, 40, 48, 56
+# then the job (REAL holds a float64). CLAIM holds (generation << 32) | the next chunk's number;
+# FAILED counts the job's chunks whose kernel raised; BUSY is 1 while a call uses the pool.
+GENERATION, CLAIM, FINISHED, SLEEPERS, STOP, WORKERS, FAILED, BAD, BUSY = 0, 8, 16, 24, 32, 40, 48, 56, 64
 (OP, KERNEL, ITEMSIZE, ROWS, COLS, CHUNK, CHUNKS, KEY, REAL, FLAG, IN_A, IN_B, IN_C, IN_D, OUT_A, OUT_B,
- SCRATCH, SHARE, THREADS) = range(64, 83)
-CONTROL = 88
+ SCRATCH, SHARE, THREADS) = range(72, 91)
+CONTROL = 96
 REPARAM_FORWARD, REPARAM_BACKWARD, L1_PROX = 0, 1, 2
 CHUNK_ELEMENTS = 16384  # a chunk of the reparameterization (~6 us of work); l1_prox takes 4x
 SPIN = 20000  # pause instructions a worker spins before it sleeps (~1 ms)
-_LOW = 0xFFFFFFFF
+_LOW = 0xFFFFFFFF  # the next-chunk half of CLAIM; all ones: closed (no chunk number reaches it)
 _GOLDEN = cpu._GOLDEN
 
 
@@ -72,9 +76,9 @@ def _chunk(control, c, thread, like):
 
 @cpu_jit
 def _take_chunks(control, generation, thread, like):
-    """Claim and compute chunks of job `generation` until none is left (or the job is over).
-    The job's fields are read after its generation was seen: a newer job's only if this one is
-    over, and then no chunk of it can be claimed."""
+    """Claim and compute chunks of job `generation` until none is left (like: a 1-D array of the
+    job's dtype). The job's fields are read after its generation was seen, and a newer job's are
+    written only once CLAIM is closed to this one: a chunk claimed here is this job's."""
     tag = (generation & 0x7FFFFFFF) << 32
     while True:
         word = atomics.load(control, CLAIM)
@@ -82,18 +86,28 @@ def _take_chunks(control, generation, thread, like):
         if word - c != tag or c >= control[CHUNKS]:  # another job's word, or every chunk taken
             return
         if atomics.swap_if(control, CLAIM, word, word + 1):
-            result = _chunk(control, c, thread, like)
+            try:
+                result = _chunk(control, c, thread, like)
+            except Exception:  # a bug, not an input: counted, and the chunk still counts as done
+                result = -1
             if result != 1:
                 atomics.add(control, BAD if result == 0 else FAILED, 1)
             atomics.add(control, FINISHED, 1)
 
 
 @cpu_jit
-def publish(control, kernel, op, a, b, c, d, out_a, out_b, scratch, share, key, real, flag, threads):
-    """Publish job `op` for `threads` threads: the kernel at address `kernel` over the rows of
-    the (n, k) arrays a, b, c, d (inputs), out_a, out_b (outputs; out_b (n, 1) for the forward's
-    KL), each thread with a `share` of the scratch. L1_PROX takes its arrays as (size, 1). The
-    caller checked shapes and dtypes, as the public ops do. Returns the job's generation."""
+def run(control, kernel, op, a, b, c, d, out_a, out_b, scratch, share, key, real, flag, threads):
+    """Job `op` on this thread and the pool's workers, `threads` in all: the kernel at address
+    `kernel` over the rows of the (n, k) arrays a, b, c, d (inputs) and out_a, out_b (outputs;
+    out_b (n, 1) for the forward's KL; L1_PROX takes its arrays as (size, 1)), each thread with
+    a `share` of the scratch. The caller checked shapes and dtypes, as the public ops do.
+    Returns 1 if every input was finite, 0 if one held NaN or inf, -1 if a kernel raised, -2 if
+    another call was using the pool (nothing done)."""
+    if not atomics.swap_if(control, BUSY, 0, 1):
+        return -2
+    generation = control[GENERATION] + 1
+    tag = (generation & 0x7FFFFFFF) << 32
+    atomics.store(control, CLAIM, tag | _LOW)  # closed: no chunk of an earlier job from here on
     n, k = a.shape
     control[OP], control[KERNEL], control[ITEMSIZE], control[ROWS], control[COLS] = op, kernel, a.itemsize, n, k
     control[KEY], control[FLAG], control[THREADS] = np.int64(key), 1 if flag else 0, threads
@@ -103,36 +117,31 @@ def publish(control, kernel, op, a, b, c, d, out_a, out_b, scratch, share, key, 
     control[SCRATCH], control[SHARE] = scratch.ctypes.data, share
     # reparameterization chunks: whole rows, an even count (each chunk's first number i * K even)
     control[CHUNK] = 4 * CHUNK_ELEMENTS if op == L1_PROX else max(2, (CHUNK_ELEMENTS // k) & ~1)
-    generation = control[GENERATION] + 1
-    control[CHUNKS] = -(-n // control[CHUNK])
+    chunks = -(-n // control[CHUNK])
+    control[CHUNKS] = chunks
     atomics.store(control, FINISHED, 0)
     atomics.store(control, BAD, 0)
-    atomics.store(control, CLAIM, (generation & 0x7FFFFFFF) << 32)
+    atomics.store(control, FAILED, 0)
+    atomics.store(control, CLAIM, tag)  # open
     atomics.store(control, GENERATION, generation)  # publishes the job (sequentially consistent)
     if atomics.load(control, SLEEPERS) > 0:
         atomics.futex_wake(control, GENERATION)
-    return generation
+    _take_chunks(control, generation, 0, scratch)
+    while atomics.load(control, FINISHED) < chunks:  # chunks in progress on other threads
+        atomics.pause()
+    result = -1 if atomics.load(control, FAILED) > 0 else (1 if atomics.load(control, BAD) == 0 else 0)
+    atomics.store(control, BUSY, 0)
+    return result
 
 
 @cpu_jit
-def serve(control, index, seen, f32, f64):
-    """Thread `index` of the pool (f32, f64: arrays of each dtype, for types). Index 0 is the
-    caller of job `seen`, just published: it takes chunks, waits for those in progress and
-    returns 1 if every input was finite, 0 if one held NaN or inf, -1 if a worker thread or a
-    kernel failed. A worker (1 .. WORKERS) takes chunks of every job after generation `seen`
-    that asks for more than `index` threads, until STOP is set."""
-    if index == 0:
-        if control[ITEMSIZE] == 4:
-            _take_chunks(control, seen, index, f32)
-        else:
-            _take_chunks(control, seen, index, f64)
-        while atomics.load(control, FINISHED) < control[CHUNKS]:
-            if atomics.load(control, FAILED) > 0:
-                return -1
-            atomics.pause()
-        return 1 if atomics.load(control, BAD) == 0 else 0
+def worker_loop(control, index, seen, f32, f64):
+    """Worker `index` (1 .. WORKERS): claim chunks of every job after generation `seen` that asks
+    for more than `index` threads, until STOP is set (f32, f64: 1-D arrays of each dtype, for
+    the types). After a job it was not asked for, it goes back to sleep at once."""
+    idle = 0
     while True:
-        spins = 0
+        spins = idle
         generation = atomics.load(control, GENERATION)
         while generation == seen and atomics.load(control, STOP) == 0:
             if spins < SPIN:
@@ -144,9 +153,11 @@ def serve(control, index, seen, f32, f64):
                 atomics.add(control, SLEEPERS, -1)
             generation = atomics.load(control, GENERATION)
         if atomics.load(control, STOP) != 0:
-            return 0
+            return
         seen = generation
+        idle = SPIN
         if index < control[THREADS]:  # a stale read is harmless: chunks are claimed per generation
+            idle = 0
             if control[ITEMSIZE] == 4:
                 _take_chunks(control, generation, index, f32)
             else:
@@ -154,12 +165,12 @@ def serve(control, index, seen, f32, f64):
 
 
 _pool = {"pid": None, "control": None}
-_lock = threading.Lock()
+_start_lock = threading.Lock()
 
 
 def _new_lock():
-    global _lock
-    _lock = threading.Lock()  # a thread of the parent may have held it at the fork
+    global _start_lock
+    _start_lock = threading.Lock()  # a thread of the parent may have held it at the fork
 
 
 if hasattr(os, "register_at_fork"):
@@ -171,30 +182,31 @@ _F32, _F64 = np.empty(0, np.float32), np.empty(0, np.float64)
 
 def _serve(control, index, seen):
     try:
-        serve(control, index, seen, _F32, _F64)
-    except BaseException:  # counted: a caller waiting for its chunk gives up
-        control[FAILED] += 1
+        worker_loop(control, index, seen, _F32, _F64)
+    except BaseException:  # compiled code that cannot raise did: use this pool no more
+        control[STOP] = 1
         raise
 
 
 def _workers(count):
     """This process's control block with `count` workers or more running (fewer where threads
-    cannot start), or None where the pool failed."""
-    if _pool["pid"] != os.getpid():
-        _pool.update(pid=os.getpid(), control=np.zeros(CONTROL, np.int64))
-    control = _pool["control"]
-    if control[FAILED]:
-        return None
-    while control[WORKERS] < count:
-        index = int(control[WORKERS]) + 1
-        thread = threading.Thread(target=_serve, args=(control, index, int(control[GENERATION])), daemon=True,
-                                  name=f"fastae-chunks-{index}")
-        try:
-            thread.start()
-        except RuntimeError:  # no more threads here: the caller's thread takes their chunks
-            break
-        control[WORKERS] = index
-    return control
+    cannot start), or None where the pool stopped."""
+    with _start_lock:
+        if _pool["pid"] != os.getpid():
+            _pool.update(pid=os.getpid(), control=np.zeros(CONTROL, np.int64))
+        control = _pool["control"]
+        if control[STOP]:
+            return None
+        while control[WORKERS] < count:
+            index = int(control[WORKERS]) + 1
+            thread = threading.Thread(target=_serve, args=(control, index, int(control[GENERATION])), daemon=True,
+                                      name=f"fastae-chunks-{index}")
+            try:
+                thread.start()
+            except RuntimeError:  # no more threads here: the caller's thread takes their chunks
+                break
+            control[WORKERS] = index
+        return control
 
 
 def _kernel_types(op, dtype):
@@ -220,21 +232,19 @@ def _kernel(op, dtype):
 
 
 def _call(op, threads, *args):
-    """publish(control, kernel, op, *args, threads) on the pool: True / False as the cpu kernels
+    """run(control, kernel, op, *args, threads) on the pool: True / False as the cpu kernels
     return, or None where the pool cannot take the call (another thread's call is on it, or not
     here)."""
-    if not atomics.supported() or not _lock.acquire(blocking=False):
+    if not atomics.supported():
         return None
-    try:
-        control = _workers(threads - 1)
-        if control is None:
-            return None
-        kernel = _kernel(op, args[0].dtype)
-        result = serve(control, 0, publish(control, kernel, op, *args, threads), _F32, _F64)
-    finally:
-        _lock.release()
-    if result < 0:
-        raise RuntimeError("fastae: a worker thread or kernel of the chunk pool failed")
+    control = _workers(threads - 1)
+    if control is None:
+        return None
+    result = run(control, _kernel(op, args[0].dtype), op, *args, threads)
+    if result == -2:
+        return None
+    if result == -1:
+        raise RuntimeError("fastae: a kernel raised inside the chunk pool")
     return result == 1
 
 
@@ -270,6 +280,6 @@ def warmup(dtype):
     out = x.copy()
     scratch = np.empty(3 * 3 + 2, dtype)
     for op in (REPARAM_FORWARD, REPARAM_BACKWARD, L1_PROX):
-        generation = publish(control, _kernel(op, x.dtype), op, x, x, x, x, out, out, scratch, scratch.size,
-                             noise_key(0), 0.1, False, 1)
-        serve(control, 0, generation, _F32, _F64)
+        run(control, _kernel(op, x.dtype), op, x, x, x, x, out, out, scratch, scratch.size, noise_key(0), 0.1, False, 1)
+    worker_loop.compile((types.Array(types.int64, 1, "C"), types.int64, types.int64, types.Array(types.float32, 1, "C"),
+                         types.Array(types.float64, 1, "C")))

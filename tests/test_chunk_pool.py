@@ -174,7 +174,7 @@ def test_kernels_are_called_with_the_types_the_public_ops_compile(dtype):
     for op in (chunk_pool.REPARAM_FORWARD, chunk_pool.REPARAM_BACKWARD, chunk_pool.L1_PROX):
         dispatcher, argtypes = chunk_pool._kernel_types(op, np.dtype(dtype))
         assert argtypes in dispatcher.signatures
-    compiled = {fn: len(fn.signatures) for fn in (chunk_pool.publish, chunk_pool.serve, cpu.reparam_forward,
+    compiled = {fn: len(fn.signatures) for fn in (chunk_pool.run, chunk_pool.worker_loop, cpu.reparam_forward,
                                                   cpu.reparam_backward, cpu.l1_prox)}
     rng = np.random.default_rng(0)
     mu, logvar, dz = (rng.standard_normal((1024, 64)).astype(dtype) for _ in range(3))
@@ -183,3 +183,104 @@ def test_kernels_are_called_with_the_types_the_public_ops_compile(dtype):
         with_threads(threads, kernels.reparam_forward, mu, logvar, seed=1)
         with_threads(threads, kernels.l1_prox, mu.repeat(5, axis=0), 0.1)
     assert {fn: len(fn.signatures) for fn in compiled} == compiled  # nothing compiled after warmup
+
+
+def test_a_late_worker_claims_nothing_of_a_newer_job():
+    # a worker that saw job g but reached its first claim only after the next call had closed
+    # CLAIM (and then opened it for job g + 1) must take no chunk: it would run g + 1's chunks
+    # with the dtype it read for g
+    control = np.zeros(chunk_pool.CONTROL, np.int64)
+    h = np.ones(2 * 65536)
+    column = h.reshape(-1, 1)
+    kernel = chunk_pool._kernel(chunk_pool.L1_PROX, h.dtype)
+    out = np.empty_like(h)
+    assert chunk_pool.run(control, kernel, chunk_pool.L1_PROX, column, column, column, column, out.reshape(-1, 1),
+                          column, h, 0, np.uint64(0), 0.5, False, 2) == 1
+    g = int(control[chunk_pool.GENERATION])
+    h2 = np.full(8 * 65536, 2.0, np.float32)
+    guarded = np.full(h2.size + 65536, -7.0, np.float32)
+    newer = {chunk_pool.ITEMSIZE: 4, chunk_pool.ROWS: h2.size, chunk_pool.COLS: 1, chunk_pool.CHUNKS: 8,
+             chunk_pool.KERNEL: chunk_pool._kernel(chunk_pool.L1_PROX, h2.dtype), chunk_pool.IN_A: h2.ctypes.data,
+             chunk_pool.OUT_A: guarded.ctypes.data}
+    tag = ((g + 1) & 0x7FFFFFFF) << 32
+    for claim in (tag | 0xFFFFFFFF, tag):  # the next call's job being written (closed), then open
+        control[chunk_pool.CLAIM] = claim
+        for field, value in newer.items():
+            control[field] = value
+        finished = int(control[chunk_pool.FINISHED])
+        chunk_pool._take_chunks(control, g, 1, chunk_pool._F64)
+        assert control[chunk_pool.CLAIM] == claim and control[chunk_pool.FINISHED] == finished
+        assert (guarded == -7.0).all()
+
+
+INTERRUPTED = """
+import signal, threading, time
+import numba, numpy as np
+from fastae import kernels
+from fastae.kernels import chunk_pool
+numba.set_num_threads(2)
+h = np.random.default_rng(0).standard_normal(600000).astype(np.float32)
+want = kernels.l1_prox(h, 0.3)
+armed = False
+def interrupt(signum, frame):  # a KeyboardInterrupt anywhere inside the call, none outside it
+    if armed:
+        raise KeyboardInterrupt
+signal.signal(signal.SIGINT, interrupt)
+main, stop = threading.main_thread().ident, False
+def storm():
+    while not stop:
+        time.sleep(0.0003)
+        signal.pthread_kill(main, signal.SIGINT)
+threading.Thread(target=storm, daemon=True).start()
+caught = 0
+for _ in range(400):
+    try:
+        armed = True
+        kernels.l1_prox(h, 0.3)
+        armed = False
+    except KeyboardInterrupt:
+        armed = False
+        caught += 1
+stop = True
+for _ in range(20):
+    assert np.array_equal(kernels.l1_prox(h, 0.3), want)
+assert chunk_pool._pool["control"][chunk_pool.BUSY] == 0
+print(caught)
+"""
+
+
+def test_interrupts_never_leave_a_job_running(tmp_path):
+    # each pooled call is one compiled call from the job's start to its end: a KeyboardInterrupt
+    # lands before or after it, never between publishing a job and waiting for its chunks
+    if not two_threads():
+        pytest.skip("one Numba thread here")
+    import subprocess
+    import sys
+    script = tmp_path / "storm.py"
+    script.write_text(INTERRUPTED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NUMBA_NUM_THREADS": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 10  # the storm did interrupt calls
+
+
+def test_workers_a_job_does_not_ask_for_go_back_to_sleep(rng):
+    h = rng.standard_normal(300000).astype(np.float32)
+    out = np.empty_like(h)
+    assert chunk_pool.l1_prox_into(h, 0.1, False, out, 4) is True  # workers 1, 2 and 3 running
+
+    def cpu_seconds():
+        found = {}
+        for t in __import__("threading").enumerate():
+            if t.name.startswith("fastae-chunks-") and t.native_id is not None:
+                with open(f"/proc/self/task/{t.native_id}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                found[t.name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
+
+    before = cpu_seconds()
+    for _ in range(300):
+        assert chunk_pool.l1_prox_into(h, 0.1, False, out, 2) is True
+    after = cpu_seconds()
+    for name in ("fastae-chunks-2", "fastae-chunks-3"):
+        assert after[name] - before[name] < 0.05, (name, before, after)
