@@ -46,6 +46,11 @@ HEADLINE = [
 ]
 
 
+# Paired rounds (test_bench_paired.py): {(case, threads, "fastae / floor"): {ratio, fastae, other,
+# rounds}}, medians of per-round ratios
+PAIRED = {}
+
+
 def group(case, threads):
     """The group name of `case` at `threads` threads (the summary splits it back)."""
     return f"{case} {threads}thr"
@@ -166,6 +171,15 @@ def summary(groups):
             lines.append(f"| {name} | {impl} | {kind} | {_us(median)} | {_ratio(base, median, '{:.2f}x')} "
                          f"| {_ratio(median, floor) if impl != FLOOR else ''} "
                          f"| {_ratio(median, peer_t) if _kind(impl) == 'fastae' else ''} |")
+    if PAIRED:
+        lines += ["", "### Paired rounds", "",
+                  "fastae and the other contender called alternately, one call each per round; the median of the "
+                  "per-round ratios (test_bench_paired.py).", "",
+                  "| case | threads | of | median of the per-round ratios | fastae (us) | other (us) | rounds |",
+                  "|---|---:|---|---:|---:|---:|---:|"]
+        for (case, threads, what), r in sorted(PAIRED.items()):
+            lines.append(f"| {case} | {threads} | {what} | {r['ratio']:.3f} | {_us(r['fastae'])} | {_us(r['other'])} "
+                         f"| {r['rounds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -175,7 +189,7 @@ LEGEND = ("Medians in microseconds. fastae / peer: the time of fastae's best con
 
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
-    if session is None or not session.benchmarks:
+    if session is None or not (session.benchmarks or PAIRED):
         return
     groups = {}
     for bench in session.benchmarks:
