@@ -7,7 +7,8 @@ what a thread pool of fastae's own (`kernels.pool`) is built from. LLVM IR writt
 - `pause()`: the CPU's spin-wait hint (x86 `pause`; nothing elsewhere);
 - `futex_wait(a, i, expected)`: sleep while the low 32 bits of a[i] equal `expected` (or until
   woken; may return early, callers re-check); `futex_wake(a, i)`: wake every thread sleeping on
-  a[i]. Linux only (`supported()`): the raw futex system call, through the C library's `syscall`.
+  a[i]. Linux only (`supported()`): the raw futex system call, through the C library's `syscall`;
+- `wait_while(a, i, seen, stop, sleepers, spins)`: how a pool's worker waits for its next job.
 """
 import platform
 import sys
@@ -16,6 +17,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .jit import cpu_jit
 
 SYS_FUTEX = 202  # x86-64 Linux
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
@@ -124,3 +127,24 @@ def futex_wake(typingctx, a, i):
                ir.Constant(ir.IntType(32), 2 ** 31 - 1))
         return context.get_dummy_value()
     return types.none(a, i), codegen
+
+
+SPIN = 20000  # pause instructions a waiting worker spins before it sleeps (~0.5-1 ms)
+
+
+@cpu_jit(inline="always")
+def wait_while(a, i, seen, stop, sleepers, spins):
+    """a[i] once it differs from `seen`, or once a[stop] is non-zero: spinning for SPIN - spins
+    pauses, then asleep on a futex, counted in a[sleepers] (a caller that finds it non-zero
+    wakes a[i]'s sleepers after moving a[i]; the futex re-checks a[i]: no lost wake-up)."""
+    value = load(a, i)
+    while value == seen and load(a, stop) == 0:
+        if spins < SPIN:
+            pause()
+            spins += 1
+        else:
+            add(a, sleepers, 1)
+            futex_wait(a, i, seen)
+            add(a, sleepers, -1)
+        value = load(a, i)
+    return value

@@ -42,7 +42,6 @@ GENERATION, CLAIM, FINISHED, SLEEPERS, STOP, WORKERS, FAILED, BAD, BUSY = 0, 8, 
 CONTROL = 96
 REPARAM_FORWARD, REPARAM_BACKWARD, L1_PROX = 0, 1, 2
 CHUNK_ELEMENTS = 16384  # a chunk of the reparameterization (~6 us of work); l1_prox takes 4x
-SPIN = 20000  # pause instructions a worker spins before it sleeps (~1 ms)
 _LOW = 0xFFFFFFFF  # the next-chunk half of CLAIM; all ones: closed (no chunk number reaches it)
 _GOLDEN = cpu._GOLDEN
 
@@ -141,21 +140,11 @@ def worker_loop(control, index, seen, f32, f64):
     the types). After a job it was not asked for, it goes back to sleep at once."""
     idle = 0
     while True:
-        spins = idle
-        generation = atomics.load(control, GENERATION)
-        while generation == seen and atomics.load(control, STOP) == 0:
-            if spins < SPIN:
-                atomics.pause()
-                spins += 1
-            else:  # asleep until the generation moves (the futex re-checks it: no lost wake-up)
-                atomics.add(control, SLEEPERS, 1)
-                atomics.futex_wait(control, GENERATION, seen)
-                atomics.add(control, SLEEPERS, -1)
-            generation = atomics.load(control, GENERATION)
+        generation = atomics.wait_while(control, GENERATION, seen, STOP, SLEEPERS, idle)
         if atomics.load(control, STOP) != 0:
             return
         seen = generation
-        idle = SPIN
+        idle = atomics.SPIN
         if index < control[THREADS]:  # a stale read is harmless: chunks are claimed per generation
             idle = 0
             if control[ITEMSIZE] == 4:

@@ -6,7 +6,7 @@ The pool is a control block (an int64 array, `CONTROL` entries) and worker threa
 released). For a layer, the calling thread writes the job into the block, bumps the generation,
 computes its own share and spins until every worker has counted itself done: `run_layer`. A
 share is a range of panels on every row or, for a layer of many rows, every panel on a range of
-rows. A worker spins for a while (SPIN pauses, ~1 ms) after its last job, then sleeps on
+rows. A worker spins for a while (`atomics.wait_while`, ~1 ms) after its last job, then sleeps on
 a futex until the next generation. Thread t of `parts` computes panels t * P // parts ..
 (t + 1) * P // parts - 1 (or rows t * M // parts ..) and their activation: the same kernel on
 the same outputs as one thread (a row's result does not depend on the rows beside it), so the
@@ -24,7 +24,6 @@ from .views import at_address, matrix
 GENERATION, DONE, SLEEPERS, STOP, WORKERS = 0, 8, 16, 24, 32
 SRC, DST, ROWS, INPUTS, WIDTH, WEIGHTS, WEIGHTS_SIZE, BIAS, ACT, PARTS, BY_ROWS = range(40, 51)
 CONTROL = 56
-SPIN = 20000  # pause instructions a worker spins before it sleeps (~1 ms)
 # From this many rows per thread on, a layer is split by rows (every thread all panels on its
 # rows) instead of by panels: each thread's rows stay in its own cache. Measured on 2 cores, the
 # 784-512-256-32-256-512-784 chain on 256 rows: 1820 us split by panels, 1560 by rows.
@@ -90,17 +89,7 @@ def worker_loop(control, index, part):
     here is still ahead of it."""
     seen = 0
     while True:
-        spins = 0
-        generation = atomics.load(control, GENERATION)
-        while generation == seen and atomics.load(control, STOP) == 0:
-            if spins < SPIN:
-                atomics.pause()
-                spins += 1
-            else:  # asleep until the generation moves (the futex re-checks it: no lost wake-up)
-                atomics.add(control, SLEEPERS, 1)
-                atomics.futex_wait(control, GENERATION, seen)
-                atomics.add(control, SLEEPERS, -1)
-            generation = atomics.load(control, GENERATION)
+        generation = atomics.wait_while(control, GENERATION, seen, STOP, SLEEPERS, 0)
         if atomics.load(control, STOP) != 0:
             return
         seen = generation

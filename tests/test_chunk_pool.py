@@ -10,20 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import run_in_threads
+from test_reparam_parallel import serial
 from fastae import kernels
 from fastae.kernels import atomics, chunk_pool, cpu, elementwise as ew
 
 pytestmark = pytest.mark.skipif(not atomics.supported(), reason="the pool runs on x86-64 Linux")
-
-
-def serial(mu, logvar, dz, eps, key, beta=0.5):
-    n, k = mu.shape
-    z, kl, dmu, dlv = np.empty_like(mu), np.empty(n, mu.dtype), np.empty_like(mu), np.empty_like(mu)
-    scratch = np.empty(3 * k + 2, mu.dtype)
-    e = mu if eps is None else eps
-    assert cpu.reparam_forward(mu, logvar, e, eps is not None, key, z, kl, scratch)
-    assert cpu.reparam_backward(dz, mu, logvar, e, eps is not None, key, beta, dmu, dlv, scratch)
-    return z, kl, dmu, dlv
 
 
 def pooled(mu, logvar, dz, eps, key, threads, share, beta=0.5):
