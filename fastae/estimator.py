@@ -578,6 +578,11 @@ class NeuralEstimator(Estimator):
             raise ValueError("weights must be a list of (W, b) pairs") from None
         if not pairs or pairs[0][0].ndim != 2:
             raise ValueError("weights must be a non-empty list of (W, b) pairs with 2-D W")
+        for i, (W, b) in enumerate(pairs):  # before the architecture is read off weights[0]
+            if W.ndim != 2 or b.ndim != 1 or W.shape[0] != b.shape[0]:
+                hint = " (is W transposed?)" if W.ndim == 2 and b.ndim == 1 and W.shape[1] == b.shape[0] else ""
+                raise ValueError(f"weights[{i}] must be W of shape (outputs, inputs) and b of shape (outputs,), "
+                                 f"got {W.shape} and {b.shape}{hint}")
         spec = self._spec(p, pairs[0][0].shape[1])
         base = initial_state(spec, p["backend"], np.random.default_rng(p["seed"]))
         targets = base.layers()

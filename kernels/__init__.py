@@ -187,7 +187,7 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
 
     Parameters
     ----------
-    h : array-like of any shape
+    h : array-like of any shape with one dimension or more
         The values to threshold.
     threshold : float
         The threshold, a finite float >= 0.
@@ -212,6 +212,8 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
         If `nonneg` is not a bool or `h` is not numeric.
     """
     threshold = _checks.real(threshold, "threshold", minimum=0.0)
+    if np.ndim(h) == 0:
+        raise ValueError("h must be an array of one dimension or more, got a scalar")
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
     given = h
@@ -560,7 +562,7 @@ def adam_step(param: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray, 
         If `param`, `m` or `v` is not a float array of the backend, or `grad`'s dtype differs.
     """
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step < 2 ** 63:
-        raise ValueError(f"step must be an int >= 1, got {step!r}")
+        raise ValueError(f"step must be an int in [1, 2**63), got {step!r}")
     lr = _checks.real(lr, "lr", minimum=0.0)
     beta_1, beta_2 = _checks.real(beta_1, "beta_1", 0.0), _checks.real(beta_2, "beta_2", 0.0)
     if beta_1 >= 1 or beta_2 >= 1:

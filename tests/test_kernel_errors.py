@@ -90,8 +90,11 @@ def test_bad_parameters(arrays, backend):
         kernels.reparam_backward(x, x, x, backend=backend)
     with pytest.raises(ValueError, match="seed must be in"):
         kernels.reparam_forward(x, x, seed=-1, backend=backend)
-    with pytest.raises(ValueError, match="step must be an int"):
-        kernels.adam_step(x.copy(), x, x.copy(), x.copy(), step=0, backend=backend)
+    for step in (0, 2 ** 63):
+        with pytest.raises(ValueError, match=r"step must be an int in \[1, 2\*\*63\)"):
+            kernels.adam_step(x.copy(), x, x.copy(), x.copy(), step=step, backend=backend)
+    with pytest.raises(ValueError, match="h must be an array of one dimension or more"):
+        kernels.l1_prox(np.float32(3.0), 0.1, backend=backend)
 
 
 def test_backend_names():

@@ -139,6 +139,10 @@ def test_set_weights_on_unfitted_model_and_optimizer_reset(rng):
         fresh.set_weights(donor.get_weights()[:2])
     with pytest.raises(ValueError, match=r"weights\[0\] must have shapes \(5, 6\)"):
         fastae.Autoencoder(hidden=(5,), code=2).set_weights(donor.get_weights())
+    transposed = [(W.T, b) if i == 0 else (W, b) for i, (W, b) in enumerate(donor.get_weights())]
+    with pytest.raises(ValueError, match=r"weights\[0\] must be W of shape \(outputs, inputs\) .* got \(6, 4\) "
+                                         r"and \(4,\) \(is W transposed\?\)"):
+        fresh.set_weights(transposed)
 
 
 def test_history_validation_and_callback(rng):
