@@ -335,6 +335,12 @@ def cmd_fit(args):
     words.update({param: flags[0] for flags, param, *_ in FIT_OPTIONS})
     try:
         model = getattr(fastae, name)(**params)
+        checked = getattr(model, "_checked_params", None)
+        if checked is not None:  # a bad option value is bad usage (status 2), not a problem of the data
+            checked()
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_in_user_words(exc, words)) from exc
+    try:
         model.fit(X, **fit_args)
     except (ValueError, TypeError) as exc:
         raise CliError(_in_user_words(exc, words)) from exc

@@ -558,7 +558,8 @@ class NeuralEstimator(Estimator):
         Parameters
         ----------
         weights : list of (array-like, array-like)
-            One ``(W, b)`` pair per layer in forward order, shaped as ``get_weights()`` returns.
+            One ``(W, b)`` pair per layer in forward order, shaped as ``get_weights()`` returns:
+            W is (outputs, inputs). (A square W given transposed cannot be told from a right one.)
 
         Returns
         -------
@@ -570,6 +571,8 @@ class NeuralEstimator(Estimator):
         ValueError
             If a parameter is invalid, or the pairs do not match the architecture (count, shapes)
             or hold non-finite values.
+        TypeError
+            If a W or b is not numeric.
         """
         p = self._checked_params()
         try:
@@ -580,7 +583,9 @@ class NeuralEstimator(Estimator):
             raise ValueError("weights must be a non-empty list of (W, b) pairs with 2-D W")
         for i, (W, b) in enumerate(pairs):  # before the architecture is read off weights[0]
             if W.ndim != 2 or b.ndim != 1 or W.shape[0] != b.shape[0]:
-                hint = " (is W transposed?)" if W.ndim == 2 and b.ndim == 1 and W.shape[1] == b.shape[0] else ""
+                hint = ""
+                if W.ndim == 2 and b.ndim == 1 and W.shape[1] == b.shape[0]:
+                    hint = f" (is W transposed? it would be {W.shape[::-1]})"
                 raise ValueError(f"weights[{i}] must be W of shape (outputs, inputs) and b of shape (outputs,), "
                                  f"got {W.shape} and {b.shape}{hint}")
         spec = self._spec(p, pairs[0][0].shape[1])
@@ -592,7 +597,9 @@ class NeuralEstimator(Estimator):
             if W.shape != tW.shape or b.shape != tb.shape:
                 raise ValueError(f"weights[{i}] must have shapes {tW.shape} and {tb.shape}, got {W.shape} and {b.shape}")
             for name, a in (("W", W), ("b", b)):
-                if a.dtype.kind not in "fiu" or not np.isfinite(a).all():
+                if a.dtype.kind not in "fiu":
+                    raise TypeError(f"weights[{i}] {name} must be real numbers, got dtype {a.dtype}")
+                if not np.isfinite(a).all():
                     raise ValueError(f"weights[{i}] {name} must be finite real numbers")
                 if a.size and np.abs(a).max() > np.finfo(spec.dtype).max:  # would be inf in the model's dtype
                     raise ValueError(f"weights[{i}] {name} holds values too large for {np.dtype(spec.dtype).name}")

@@ -248,6 +248,14 @@ def _l1_prox_into(name, impl, h, threshold, nonneg, y):
     return impl.l1_prox(h, threshold, nonneg, y)
 
 
+def _reparam_seed(seed, eps):
+    """The checked seed (None draws a fresh one), or None where `eps` is given: a seed given with
+    eps is unused, but still checked."""
+    if eps is None or seed is not None:
+        seed = _checks.seed(seed)
+    return None if eps is not None else seed
+
+
 def _reparam_inputs(backend, specs, eps, seed):
     """Checked arrays for the reparameterization ops; eps (explicit, or a placeholder that is never
     read when the noise comes from `seed`) is last. The cpu kernels find NaN and inf themselves, in
@@ -260,10 +268,11 @@ def _reparam_inputs(backend, specs, eps, seed):
         arrays, dtype, host = given, given[0].dtype, False
     else:
         arrays, dtype, host = _checks.arrays(name, [(n, a, 2) for n, a in specs], check_finite=name != "cpu")
-    for (arg, _), a in zip(specs[1:], arrays[1:]):
-        if a.shape != arrays[0].shape:
-            _checks.same_shape(specs[0][0], arrays[0], **{arg: a})
     names = [n for n, _ in specs]
+    ref = names.index("mu")  # every other input is checked against mu (dz comes first in the backward)
+    for arg, a in zip(names, arrays):
+        if a.shape != arrays[ref].shape:
+            _checks.same_shape("mu", arrays[ref], **{arg: a})
     key = np.uint64(0) if eps is not None else _ew.noise_key(seed)
     if eps is None:
         arrays.append(arrays[0])
@@ -364,7 +373,7 @@ def reparam_forward(mu: ArrayLike, logvar: ArrayLike, eps: ArrayLike | None = No
     TypeError
         If an input is not numeric, or float dtypes are mixed.
     """
-    seed = None if eps is not None else _checks.seed(seed)
+    seed = _reparam_seed(seed, eps)
     has_eps = eps is not None
     name, impl, (mu, logvar, eps), dtype, host, key, names = _reparam_inputs(
         backend, [("mu", mu), ("logvar", logvar)], eps, seed)
@@ -423,7 +432,7 @@ def reparam_backward(dz: ArrayLike, mu: ArrayLike, logvar: ArrayLike, eps: Array
     beta = _checks.real(beta, "beta")
     if eps is None and seed is None:
         raise ValueError("seed is required when eps is None: it regenerates the forward pass's noise")
-    seed = None if eps is not None else _checks.seed(seed)
+    seed = _reparam_seed(seed, eps)
     has_eps = eps is not None
     name, impl, (dz, mu, logvar, eps), dtype, host, key, names = _reparam_inputs(
         backend, [("dz", dz), ("mu", mu), ("logvar", logvar)], eps, seed)

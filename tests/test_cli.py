@@ -200,6 +200,15 @@ def test_options_that_do_not_apply_to_the_model_are_errors(files):
     assert not (root / "x.npz").exists()
 
 
+def test_a_bad_option_value_is_bad_usage(files):
+    root, _ = files
+    for extra, message in ((("--epochs", "0"), "--epochs must be an int >= 1, got 0"),
+                           (("--lr", "-1"), "--lr must be > 0")):
+        one_error_line(fastae("fit", root / "data.npy", "--model", "autoencoder", *extra, "-o", root / "x.npz"),
+                       message, status=2)
+    assert not (root / "x.npz").exists()
+
+
 def test_csv_rows(tmp_path):
     # the reported bug: a short second row was taken as a failed header and the first row dropped
     (tmp_path / "ragged.csv").write_text("1,2,3\n4,5\n")
@@ -260,7 +269,6 @@ def test_errors_print_one_line_and_exit_non_zero(files, fitted):
          "codes64.npy has 64 columns but this VAE's codes have 2"),
         (("sample", root / "pca.npz", "-o", root / "x.npy"), "only a VAE can sample (this is a PCA)"),
         (("sample", root / "ae.npz", "-o", root / "x.npy"), "only a VAE can sample (this is an Autoencoder)"),
-        (("fit", root / "data.npy", "--model", "autoencoder", "--lr", "-1", "-o", root / "x.npz"), "--lr must be > 0"),
         (("fit", root / "data.npy", "--model", "autoencoder", "-o", root / "no" / "x.npz"), "does not exist"),
         (("fit", root / "data.npy", "--model", "vae", "--validation", root / "codes64.npy", "-o", root / "x.npz"),
          "codes64.npy has 64 columns but"),

@@ -90,6 +90,12 @@ def test_bad_parameters(arrays, backend):
         kernels.reparam_backward(x, x, x, backend=backend)
     with pytest.raises(ValueError, match="seed must be in"):
         kernels.reparam_forward(x, x, seed=-1, backend=backend)
+    with pytest.raises(TypeError, match="seed must be an int or None"):  # checked though eps makes it unused
+        kernels.reparam_forward(x, x, x, seed="bad", backend=backend)
+    with pytest.raises(ValueError, match=r"^dz must have the shape of mu \(3, 5\), got \(2, 5\)"):
+        kernels.reparam_backward(x[:2], x, x, seed=0, backend=backend)
+    with pytest.raises(ValueError, match=r"^logvar must have the shape of mu"):
+        kernels.reparam_backward(x, x, x[:2], seed=0, backend=backend)
     for step in (0, 2 ** 63):
         with pytest.raises(ValueError, match=r"step must be an int in \[1, 2\*\*63\)"):
             kernels.adam_step(x.copy(), x, x.copy(), x.copy(), step=step, backend=backend)

@@ -141,8 +141,11 @@ def test_set_weights_on_unfitted_model_and_optimizer_reset(rng):
         fastae.Autoencoder(hidden=(5,), code=2).set_weights(donor.get_weights())
     transposed = [(W.T, b) if i == 0 else (W, b) for i, (W, b) in enumerate(donor.get_weights())]
     with pytest.raises(ValueError, match=r"weights\[0\] must be W of shape \(outputs, inputs\) .* got \(6, 4\) "
-                                         r"and \(4,\) \(is W transposed\?\)"):
+                                         r"and \(4,\) \(is W transposed\? it would be \(4, 6\)\)"):
         fresh.set_weights(transposed)
+    words = [(W.astype(str), b) if i == 0 else (W, b) for i, (W, b) in enumerate(donor.get_weights())]
+    with pytest.raises(TypeError, match=r"weights\[0\] W must be real numbers, got dtype <U"):
+        fresh.set_weights(words)
 
 
 def test_history_validation_and_callback(rng):
