@@ -9,7 +9,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from . import cpu_math, simd
+from . import cpu_math, simd, small_gemm
 from . import elementwise as ew
 from .jit import cpu_jit
 
@@ -64,12 +64,20 @@ def row_dot(a, b):
 
 
 SMALL_PRODUCT = 1 << 14  # below this many multiply-adds a plain loop beats a BLAS call's overhead
+# Up to this many multiply-adds a product whose columns are whole vectors runs in `small_gemm`'s
+# register tiles (0.3-0.5x the time of OpenBLAS's sgemm on the digits net's products; 0.6-0.8x
+# at 256 x 64 x 64); a forward product's weights are transposed for it, so only small ones.
+SMALL_GEMM = 1 << 20
+SMALL_TRANSPOSE = 1 << 12
 
 
 @jit
 def affine_forward(x, W, b, act, out):
     n, m = out.shape
-    if n * m * x.shape[1] <= SMALL_PRODUCT:
+    k = x.shape[1]
+    if n * m * k <= SMALL_GEMM and m * k <= SMALL_TRANSPOSE and small_gemm.usable(x, W, out):
+        small_gemm.nt(x, W, out, np.empty(m * k, out.dtype))
+    elif n * m * k <= SMALL_PRODUCT:
         for i in range(n):
             for j in range(m):
                 out[i, j] = row_dot(x[i], W[j])
@@ -83,6 +91,12 @@ def affine_forward(x, W, b, act, out):
 @jit
 def backward_products(delta, x, W, dx, dW):
     """dW = delta.T @ x and (unless dx has no rows) dx = delta @ W."""
+    n, m = delta.shape
+    if n * m * x.shape[1] <= SMALL_GEMM and small_gemm.usable(delta, x, dW) and small_gemm.usable(delta, W, dx):
+        small_gemm.tn(delta, x, dW)
+        if dx.shape[0] > 0:
+            small_gemm.nn(delta, W, dx)
+        return
     np.dot(delta.T, x, dW)
     if dx.shape[0] > 0:
         np.dot(delta, W, dx)
