@@ -211,6 +211,9 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
     TypeError
         If `nonneg` is not a bool or `h` is not numeric.
     """
+    y = _l1_prox_plain(h, threshold, nonneg, backend, out)
+    if y is not None:
+        return y
     threshold = _checks.real(threshold, "threshold", minimum=0.0)
     if np.ndim(h) == 0:
         raise ValueError("h must be an array of one dimension or more, got a scalar")
@@ -230,6 +233,28 @@ def l1_prox(h: ArrayLike, threshold: float, *, nonneg: bool = False, backend: Ba
         raise ValueError("h contains NaN or infinity")
     return _deliver(y, out, host)
 
+
+def _l1_prox_plain(h, threshold, nonneg, backend, out):
+    """The cpu l1_prox of the common call (a C-contiguous native float ndarray the kernel takes
+    as it is, a float threshold in range, a bool nonneg, no out=), told by a few attribute reads;
+    None for any other call, which goes through the full checks. The checks cost ~6 us a call
+    warm but 15-25 us right after an 8 MB array has gone through the caches (the interpreter's
+    own data has been evicted): 8-10% of a 4096 x 512 call on one thread."""
+    if (out is not None or type(h) is not np.ndarray or type(threshold) is not float or type(nonneg) is not bool
+            or (backend is not None and backend != "cpu")):
+        return None
+    dtype, flags = h.dtype, h.flags
+    if (dtype not in _FLOATS or h.ndim == 0 or h.size == 0 or not flags.c_contiguous or not flags.aligned
+            or not flags.writeable or not 0.0 <= threshold <= (_F32_MAX if dtype == _FLOATS[0] else _F64_MAX)
+            or _backend.jit_disabled()):
+        return None
+    y = np.empty(h.shape, dtype)
+    if _l1_prox_into("cpu", _backend.module("cpu"), h.reshape(-1), threshold, nonneg, y.reshape(-1)) is False:
+        raise ValueError("h contains NaN or infinity")
+    return y
+
+
+_F32_MAX, _F64_MAX = float(np.finfo(np.float32).max), float(np.finfo(np.float64).max)
 
 # From this many elements on, the cpu l1_prox splits its work between threads (`chunk_pool`).
 _L1_PROX_PARALLEL = 1 << 18

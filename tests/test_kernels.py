@@ -161,3 +161,37 @@ def test_l1_prox_matches_scikit_learn_sparse_coder(rng):
         for backend in ["numpy"] + BACKENDS:
             np.testing.assert_allclose(kernels.l1_prox(h, 0.4, nonneg=nonneg, backend=backend), want)
     assert np.mean(kernels.l1_prox(h, 0.4) == 0) > 0.25  # thresholding really zeroes entries
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="the cpu backend cannot run here")
+def test_l1_prox_plain_call_skips_the_full_checks_and_agrees(rng, monkeypatch):
+    # The common call (a plain C-contiguous float array, a float threshold, a bool nonneg) takes a
+    # short path past checks.arrays; every other flavour still goes through it.
+    import fastae.kernels as K
+    full = K._checks.arrays
+    routed = []
+    monkeypatch.setattr(K._checks, "arrays", lambda *a, **k: routed.append(1) or full(*a, **k))
+    for dtype in (np.float32, np.float64):
+        for shape in ((7,), (3, 17), (2, 3, 5)):
+            h = (rng.standard_normal(shape) * 2).astype(dtype)
+            for nonneg in (False, True):
+                got = kernels.l1_prox(h, 0.7, nonneg=nonneg)
+                want = kernels.l1_prox(h, 0.7, nonneg=nonneg, backend="numpy")
+                assert got.dtype == h.dtype and got.shape == h.shape
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert len(routed) == 12  # only the numpy reference calls went through the full checks
+    h = rng.standard_normal((3, 17))
+    h[1, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.l1_prox(h, 0.5)
+    frozen = rng.standard_normal((3, 17))
+    frozen.flags.writeable = False
+    for call in (lambda: kernels.l1_prox(frozen, 0.5), lambda: kernels.l1_prox(frozen.T, 0.5),
+                 lambda: kernels.l1_prox(frozen, np.float64(0.5)), lambda: kernels.l1_prox(frozen, 1)):
+        before = len(routed)
+        call()
+        assert len(routed) == before + 1
+    with pytest.raises(TypeError, match="nonneg"):
+        kernels.l1_prox(h, 0.5, nonneg=1)
+    with pytest.raises(ValueError, match="threshold"):
+        kernels.l1_prox(np.ones(3, np.float32), 1e39)
