@@ -13,7 +13,7 @@ broadcasting one entry of A per row.
 
 The only layout a tile needs is B's rows contiguous across the tile's columns, so A.T costs
 nothing (the broadcast just reads A with other strides) while B.T is copied once into Bt.
-Every array is C-contiguous, and N a multiple of the vector's lanes (`fits`). Each entry of C is
+Every array is C-contiguous, and N a multiple of half a vector's lanes (`fits`). Each entry of C is
 one fused multiply-add chain over k in order: the bits depend on neither the tile nor M.
 """
 from llvmlite import ir
@@ -26,10 +26,13 @@ from .jit import cpu_jit
 from .views import flat
 
 ROWS = (6, 4, 1)      # tile heights: 6 rows, the rows left over 4 or 1 at a time
-VECTORS = (4, 2, 1)   # tile widths in vectors: 24 accumulators at most (of 32 zmm registers)
+# tile widths in vectors: 24 accumulators at most (of 32 zmm registers); 0 is one half vector
+# (8 float32 with AVX-512), so that a layer of 8 or 24 float32 outputs runs here too
+VECTORS = (4, 2, 1, 0)
 
 
 def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
+    """The IR of one tile shape (see `_tile`): `vectors` vectors of L lanes."""
     (A, B, C), (a0, sar, sak, b0, ldb, c0, ldc, kn) = arrays, offsets
     intp = context.get_value_type(types.intp)
     const = lambda n: ir.Constant(intp, n)
@@ -41,7 +44,7 @@ def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
         simd.check_span(context, builder, B, b0, builder.select(
             some, builder.add(builder.mul(ldb, last_k), const(vectors * L)), const(0)))
         simd.check_span(context, builder, C, c0, builder.add(builder.mul(ldc, const(rows - 1)), const(vectors * L)))
-    vty = context.get_value_type(simd.Vector(dtype))
+    vty = ir.VectorType(context.get_value_type(dtype), L)
     vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
     align = dtype.bitwidth // 8
     acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(vectors)]
@@ -67,14 +70,14 @@ def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
 @intrinsic
 def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors):
     """C[c0 + r * ldc + c] = sum over k < kn of A[a0 + r * sar + k * sak] * B[b0 + k * ldb + c]
-    for r < rows, c < vectors * LANES (rows one of ROWS, vectors one of VECTORS; anything else
-    does nothing). LLVM IR written directly, as `packed._tile`: one switch over the tile shapes.
+    for r < rows, c < vectors * LANES (rows one of ROWS, vectors one of VECTORS, 0 meaning c <
+    LANES / 2; anything else does nothing). LLVM IR written directly, as `packed._tile`: one switch over the tile shapes.
     Under NUMBA_BOUNDSCHECK an IndexError unless every access lies inside its array."""
     arrays, indices = (A, B, C), (a0, sar, sak, b0, ldb, c0, ldc, kn, rows, vectors)
     if not (all(simd.is_vector_array(a) and a.dtype == C.dtype for a in arrays)
             and all(isinstance(i, types.Integer) for i in indices)):
         return None
-    L = simd.Vector(C.dtype).lanes
+    lanes = simd.Vector(C.dtype).lanes
 
     def codegen(context, builder, sig, args):
         arrays = tuple(context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 4, 7))
@@ -89,7 +92,8 @@ def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors)
                 case = builder.append_basic_block(f"tile.{rows}x{vectors}")
                 switch.add_case(context.get_constant(types.intp, rows * 16 + vectors), case)
                 with builder.goto_block(case):
-                    _emit(context, builder, arrays, offsets, rows, vectors, L, C.dtype)
+                    _emit(context, builder, arrays, offsets, rows, max(vectors, 1), lanes if vectors else lanes // 2,
+                          C.dtype)
                     builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
@@ -103,26 +107,26 @@ def _product(A, sar, sak, M, B, N, K, C):
     L = simd.lanes_of(C)
     j = 0
     while j < N:
-        vectors = min(4, (N - j) // L)
-        vectors = 4 if vectors >= 4 else (2 if vectors >= 2 else 1)
+        vectors = (N - j) // L
+        vectors = 4 if vectors >= 4 else (2 if vectors >= 2 else vectors)  # 0: the half vector left
         i = 0
         while i < M:
             rows = 6 if i + 6 <= M else (4 if i + 4 <= M else 1)
             _tile(A, i * sar, sar, sak, B, j, N, C, i * N + j, N, K, rows, vectors)
             i += rows
-        j += vectors * L
+        j += vectors * L if vectors else L // 2
 
 
 @cpu_jit(inline="always")
 def fits(N, C):
-    """Whether a product with N columns runs here: a whole number of vectors."""
-    return N % simd.lanes_of(C) == 0
+    """Whether a product with N columns runs here: a whole number of half vectors."""
+    return N % (simd.lanes_of(C) // 2) == 0
 
 
 @cpu_jit(inline="always")
 def usable(A, B, C):
     """Whether C = op(A) @ op(B) may run here: all three typed C-contiguous (a view of any other
-    array would be a copy) and C's rows whole vectors."""
+    array would be a copy) and C's rows whole half vectors."""
     return simd.c_layout(A) and simd.c_layout(B) and simd.c_layout(C) and fits(C.shape[1], C)
 
 
