@@ -8,6 +8,7 @@ import pytest
 from conftest import BIG_NET, DIGITS_NET, assert_same, contenders, group
 from peers import import_torch, torch_network
 import fastae
+from fastae.kernels import small_gemm
 
 BIG = dict(hidden=(512, 256), code=32, output_activation="sigmoid", loss="bce")
 DIGITS = dict(hidden=(32, 16), code=8, output_activation="sigmoid", loss="bce")
@@ -44,6 +45,21 @@ def _matmuls_alone(params, layout, xs, ys, deltas, dxs, grads):
         np.dot(deltas[l].T, xs[l], dW)
         if l > 0:
             np.dot(deltas[l], W, dxs[l])
+
+
+@numba.njit(nogil=True, cache=True)
+def _matmuls_tiled(params, layout, xs, ys, deltas, dxs, grads):
+    """The same 17 products in `kernels.small_gemm`'s register tiles (the forward transposes W),
+    as the training step runs them for a narrow network."""
+    scratch = np.empty(params.size, params.dtype)
+    for l in range(layout.shape[0]):
+        w, out, inp = layout[l, 0], layout[l, 1], layout[l, 2]
+        W = params[w:w + out * inp].reshape((out, inp))
+        dW = grads[w:w + out * inp].reshape((out, inp))
+        small_gemm.nt(xs[l], W, ys[l], scratch)
+        small_gemm.tn(deltas[l], xs[l], dW)
+        if l > 0:
+            small_gemm.nn(deltas[l], W, dxs[l])
 
 
 def _floor_args(model, rows):
