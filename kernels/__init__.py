@@ -1,7 +1,7 @@
 """fastae.kernels: autoencoder ops on every backend, with one signature each.
 
     numpy  the naive reference (oracle and benchmark baseline)
-    cpu    Numba kernels: BLAS products plus one fused element-wise pass
+    cpu    Numba kernels: BLAS products (register tiles for small ones) plus one fused element-wise pass
     cuda   CuPy/cuBLAS products plus fused numba.cuda kernels
 
 `backend=None` picks `cuda` for CuPy input and `cpu` otherwise. Every op checks its input, never

@@ -1,4 +1,5 @@
-"""Numba CPU kernels: BLAS for the matrix products, one fused pass for everything element-wise.
+"""Numba CPU kernels: BLAS for the matrix products (`small_gemm`'s register tiles for small
+ones), one fused pass for everything element-wise.
 
 Kernels are serial and `nogil` (see `jit.py`). Outputs and workspaces are passed in, so model code
 can reuse them from step to step.
