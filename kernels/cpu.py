@@ -65,9 +65,9 @@ def row_dot(a, b):
 
 
 SMALL_PRODUCT = 1 << 14  # below this many multiply-adds a plain loop beats a BLAS call's overhead
-# Up to this many multiply-adds a product whose columns are whole half vectors runs in `small_gemm`'s
-# register tiles (0.3-0.5x the time of OpenBLAS's sgemm on the digits net's products; 0.6-0.8x
-# at 256 x 64 x 64); a forward product's weights are transposed for it, so only small ones.
+# Up to this many multiply-adds a product runs in `small_gemm`'s register tiles (0.46x the time
+# of OpenBLAS's sgemm on the digits net's products; 0.6-0.8x at 256 x 64 x 64); a forward
+# product's weights are transposed for it, so only small ones.
 SMALL_GEMM = 1 << 20
 SMALL_TRANSPOSE = 1 << 12
 

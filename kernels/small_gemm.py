@@ -13,7 +13,7 @@ broadcasting one entry of A per row.
 
 The only layout a tile needs is B's rows contiguous across the tile's columns, so A.T costs
 nothing (the broadcast just reads A with other strides) while B.T is copied once into Bt.
-Every array is C-contiguous, and N a multiple of half a vector's lanes (`fits`). Each entry of C is
+Every array is C-contiguous; columns left over after the whole vectors go in one masked vector. Each entry of C is
 one fused multiply-add chain over k in order: the bits depend on neither the tile nor M.
 """
 from llvmlite import ir
@@ -26,27 +26,43 @@ from .jit import cpu_jit
 from .views import flat
 
 ROWS = (6, 4, 1)      # tile heights: 6 rows, the rows left over 4 or 1 at a time
-# tile widths in vectors: 24 accumulators at most (of 32 zmm registers); 0 is one half vector
-# (8 float32 with AVX-512), so that a layer of 8 or 24 float32 outputs runs here too
+# tile widths in vectors: 24 accumulators at most (of 32 zmm registers); 0 is one vector of which
+# only the first `width` lanes are read and written (masked loads and stores), for the columns
+# left over, so that a layer of any width runs here
 VECTORS = (4, 2, 1, 0)
 
 
-def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
-    """The IR of one tile shape (see `_tile`): `vectors` vectors of L lanes."""
+def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype, width):
+    """The IR of one tile shape (see `_tile`): `vectors` vectors of L lanes, or with `width` (an
+    intp value, 1 <= width < L) one vector of which only the first `width` lanes are touched."""
     (A, B, C), (a0, sar, sak, b0, ldb, c0, ldc, kn) = arrays, offsets
     intp = context.get_value_type(types.intp)
     const = lambda n: ir.Constant(intp, n)
+    span = const(vectors * L) if width is None else width
     if config.BOUNDSCHECK:
         last_k = builder.sub(kn, const(1))
         some = builder.icmp_signed(">", kn, const(0))  # no k: A and B are not read
         simd.check_span(context, builder, A, a0, builder.select(some, builder.add(
             builder.add(builder.mul(sar, const(rows - 1)), builder.mul(sak, last_k)), const(1)), const(0)))
         simd.check_span(context, builder, B, b0, builder.select(
-            some, builder.add(builder.mul(ldb, last_k), const(vectors * L)), const(0)))
-        simd.check_span(context, builder, C, c0, builder.add(builder.mul(ldc, const(rows - 1)), const(vectors * L)))
+            some, builder.add(builder.mul(ldb, last_k), span), const(0)))
+        simd.check_span(context, builder, C, c0, builder.add(builder.mul(ldc, const(rows - 1)), span))
     vty = ir.VectorType(context.get_value_type(dtype), L)
     vptr = lambda ary, i: builder.bitcast(builder.gep(ary.data, [i]), vty.as_pointer())
     align = dtype.bitwidth // 8
+    if width is None:
+        load = lambda ptr: builder.load(ptr, align=align)
+        store = lambda value, ptr: builder.store(value, ptr, align=align)
+    else:  # lanes < width only: a full vector could reach past the end of the array
+        mask = builder.icmp_signed("<", ir.Constant(ir.VectorType(intp, L), list(range(L))),
+                                   simd.splat(builder, width, ir.VectorType(intp, L)))
+        i32, suffix = ir.IntType(32), f"v{L}f{dtype.bitwidth}.p0"
+        masked_load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            vty, [vty.as_pointer(), i32, mask.type, vty]), f"llvm.masked.load.{suffix}")
+        masked_store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), [vty, vty.as_pointer(), i32, mask.type]), f"llvm.masked.store.{suffix}")
+        load = lambda ptr: builder.call(masked_load, [ptr, ir.Constant(i32, align), mask, ir.Constant(vty, None)])
+        store = lambda value, ptr: builder.call(masked_store, [value, ptr, ir.Constant(i32, align), mask])
     acc = [[cgutils.alloca_once_value(builder, cgutils.get_null_value(vty)) for _ in range(vectors)]
            for _ in range(rows)]
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
@@ -54,7 +70,7 @@ def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
     with cgutils.for_range(builder, kn) as loop:
         k = loop.index
         row = builder.add(b0, builder.mul(k, ldb))
-        b = [builder.load(vptr(B, builder.add(row, const(v * L))), align=align) for v in range(vectors)]
+        b = [load(vptr(B, builder.add(row, const(v * L)))) for v in range(vectors)]
         ak = builder.add(a0, builder.mul(k, sak))
         for r in range(rows):
             a = simd.splat(builder, builder.load(builder.gep(A.data, [builder.add(ak, builder.mul(sar, const(r)))])),
@@ -64,16 +80,17 @@ def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype):
     for r in range(rows):
         for v in range(vectors):
             at = builder.add(builder.add(c0, builder.mul(ldc, const(r))), const(v * L))
-            builder.store(builder.load(acc[r][v]), vptr(C, at), align=align)
+            store(builder.load(acc[r][v]), vptr(C, at))
 
 
 @intrinsic
-def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors):
+def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors, width):
     """C[c0 + r * ldc + c] = sum over k < kn of A[a0 + r * sar + k * sak] * B[b0 + k * ldb + c]
     for r < rows, c < vectors * LANES (rows one of ROWS, vectors one of VECTORS, 0 meaning c <
-    LANES / 2; anything else does nothing). LLVM IR written directly, as `packed._tile`: one switch over the tile shapes.
-    Under NUMBA_BOUNDSCHECK an IndexError unless every access lies inside its array."""
-    arrays, indices = (A, B, C), (a0, sar, sak, b0, ldb, c0, ldc, kn, rows, vectors)
+    width, 1 <= width < LANES; anything else does nothing). LLVM IR written directly, as
+    `packed._tile`: one switch over the tile shapes. Under NUMBA_BOUNDSCHECK an IndexError
+    unless every access lies inside its array."""
+    arrays, indices = (A, B, C), (a0, sar, sak, b0, ldb, c0, ldc, kn, rows, vectors, width)
     if not (all(simd.is_vector_array(a) and a.dtype == C.dtype for a in arrays)
             and all(isinstance(i, types.Integer) for i in indices)):
         return None
@@ -82,9 +99,14 @@ def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors)
     def codegen(context, builder, sig, args):
         arrays = tuple(context.make_array(sig.args[i])(context, builder, args[i]) for i in (0, 4, 7))
         offsets = tuple(context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 3, 5, 6, 8, 9, 10))
-        shape = builder.add(builder.mul(context.cast(builder, args[11], sig.args[11], types.intp),
-                                        context.get_constant(types.intp, 16)),
-                            context.cast(builder, args[12], sig.args[12], types.intp))
+        intp = lambda i: context.cast(builder, args[i], sig.args[i], types.intp)
+        const = lambda n: context.get_constant(types.intp, n)
+        width = intp(13)
+        shape = builder.add(builder.mul(intp(11), const(16)), intp(12))
+        # a partial vector of a width outside 1 .. LANES - 1 matches no case
+        valid = builder.or_(builder.icmp_signed("!=", intp(12), const(0)), builder.and_(
+            builder.icmp_signed(">", width, const(0)), builder.icmp_signed("<", width, const(lanes))))
+        shape = builder.select(valid, shape, const(-1))
         done = builder.append_basic_block("tile.done")
         switch = builder.switch(shape, done)
         for rows in ROWS:
@@ -92,12 +114,12 @@ def _tile(typingctx, A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors)
                 case = builder.append_basic_block(f"tile.{rows}x{vectors}")
                 switch.add_case(context.get_constant(types.intp, rows * 16 + vectors), case)
                 with builder.goto_block(case):
-                    _emit(context, builder, arrays, offsets, rows, max(vectors, 1), lanes if vectors else lanes // 2,
-                          C.dtype)
+                    _emit(context, builder, arrays, offsets, rows, max(vectors, 1), lanes, C.dtype,
+                          width if vectors == 0 else None)
                     builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
-    return types.none(A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors), codegen
+    return types.none(A, a0, sar, sak, B, b0, ldb, C, c0, ldc, kn, rows, vectors, width), codegen
 
 
 @cpu_jit(inline="always")
@@ -108,26 +130,20 @@ def _product(A, sar, sak, M, B, N, K, C):
     j = 0
     while j < N:
         vectors = (N - j) // L
-        vectors = 4 if vectors >= 4 else (2 if vectors >= 2 else vectors)  # 0: the half vector left
+        vectors = 4 if vectors >= 4 else (2 if vectors >= 2 else vectors)  # 0: fewer than L columns left
         i = 0
         while i < M:
             rows = 6 if i + 6 <= M else (4 if i + 4 <= M else 1)
-            _tile(A, i * sar, sar, sak, B, j, N, C, i * N + j, N, K, rows, vectors)
+            _tile(A, i * sar, sar, sak, B, j, N, C, i * N + j, N, K, rows, vectors, N - j)
             i += rows
-        j += vectors * L if vectors else L // 2
-
-
-@cpu_jit(inline="always")
-def fits(N, C):
-    """Whether a product with N columns runs here: a whole number of half vectors."""
-    return N % (simd.lanes_of(C) // 2) == 0
+        j += vectors * L if vectors else N - j
 
 
 @cpu_jit(inline="always")
 def usable(A, B, C):
     """Whether C = op(A) @ op(B) may run here: all three typed C-contiguous (a view of any other
-    array would be a copy) and C's rows whole half vectors."""
-    return simd.c_layout(A) and simd.c_layout(B) and simd.c_layout(C) and fits(C.shape[1], C)
+    array would be a copy)."""
+    return simd.c_layout(A) and simd.c_layout(B) and simd.c_layout(C)
 
 
 @cpu_jit(inline="always")
@@ -144,7 +160,7 @@ def transpose(B, Bt):
 def nn(A, B, C):
     M, K = A.shape
     N = B.shape[1]
-    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N or not fits(N, C):
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
         raise ValueError("nn: shapes do not match")
     _product(flat(A), K, 1, M, flat(B), N, K, flat(C))
 
@@ -153,7 +169,7 @@ def nn(A, B, C):
 def tn(A, B, C):
     K, M = A.shape
     N = B.shape[1]
-    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N or not fits(N, C):
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
         raise ValueError("tn: shapes do not match")
     _product(flat(A), 1, M, M, flat(B), N, K, flat(C))
 
@@ -162,7 +178,7 @@ def tn(A, B, C):
 def nt(A, B, C, Bt):
     M, K = A.shape
     N = B.shape[0]
-    if B.shape[1] != K or C.shape[0] != M or C.shape[1] != N or Bt.size < K * N or not fits(N, C):
+    if B.shape[1] != K or C.shape[0] != M or C.shape[1] != N or Bt.size < K * N:
         raise ValueError("nt: shapes do not match")
     transpose(B, Bt)
     _product(flat(A), K, 1, M, Bt, N, K, flat(C))

@@ -32,10 +32,11 @@ def run(kind, A, B, C):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
 @pytest.mark.parametrize("M,K", [(1, 1), (3, 17), (17, 3), (129, 64), (7, 129)])
-# columns in half vectors: tiles of half, 1 + half, 2 + 1, 4 + 1 and 4 + 4 + 1 + half vectors
-@pytest.mark.parametrize("halves", [1, 3, 6, 10, 19])
-def test_products_match_numpy(rng, dtype, kind, M, K, halves):
-    N = halves * simd.lanes(dtype) // 2
+# columns in lanes L: a partial vector alone, 1 + partial, 2 + 1, 4 + 1 and 4 + 4 + 1 + partial
+@pytest.mark.parametrize("columns", [lambda L: 1, lambda L: L + 3, lambda L: 3 * L, lambda L: 5 * L,
+                                     lambda L: 9 * L + L - 1], ids=["1", "L+3", "3L", "5L", "10L-1"])
+def test_products_match_numpy(rng, dtype, kind, M, K, columns):
+    N = columns(simd.lanes(dtype))
     A, B = operands(rng, kind, M, K, N, dtype)
     C = np.full((M, N), np.nan, dtype)
     before = A.copy(), B.copy()
@@ -49,7 +50,7 @@ def test_products_match_numpy(rng, dtype, kind, M, K, halves):
 def test_a_row_has_the_same_bits_in_any_batch(rng, dtype, kind):
     # Each entry is one multiply-add chain over k in order, whichever tile (6, 4 or 1 rows) its
     # row falls in: the bits of a row do not depend on the rows around it.
-    M, K, N = 23, 37, 7 * simd.lanes(dtype) // 2
+    M, K, N = 23, 37, 3 * simd.lanes(dtype) + 5
     A, B = operands(rng, kind, M, K, N, dtype)
     C = np.empty((M, N), dtype)
     run(kind, A, B, C)
@@ -70,13 +71,11 @@ def test_mismatched_shapes_raise():
         small_gemm.tn(f, np.zeros((4, 16), np.float32), np.zeros((15, 16), np.float32))
     with pytest.raises(ValueError, match="nt"):  # too small a scratch for B.T
         small_gemm.nt(f, np.zeros((16, 16), np.float32), np.zeros((4, 16), np.float32), np.zeros(255, np.float32))
-    with pytest.raises(ValueError, match="nn"):  # columns not whole half vectors
-        small_gemm.nn(np.zeros((4, 3), np.float32), np.zeros((3, 17), np.float32), np.zeros((4, 17), np.float32))
 
 
-# (rows, inputs, outputs): outputs and inputs whole half vectors (forward and backward both tiled
-# here), tiles of half, 1, 2+1 and 4+1 vectors, odd row counts
-TILED = [(1, 16, 32), (3, 32, 16), (5, 24, 8), (17, 48, 80), (17, 80, 48), (129, 16, 64)]
+# (rows, inputs, outputs), all in register tiles forward and backward: whole and partial vectors,
+# odd row counts
+TILED = [(1, 16, 32), (3, 32, 16), (5, 24, 8), (17, 48, 80), (17, 80, 48), (129, 16, 64), (3, 17, 5), (17, 3, 129)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -108,3 +107,18 @@ def test_tiled_affine_backward_finite_differences(rng, act):
     assert_grad(dx, lambda v: loss(v, W, b), x, f"dx {act}")
     assert_grad(dW, lambda v: loss(x, v, b), W, f"dW {act}")
     assert_grad(db, lambda v: loss(x, W, v), b, f"db {act}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["nn", "tn", "nt"])
+def test_partial_vectors_write_nothing_past_the_result(rng, dtype, kind):
+    # The columns left over go through masked stores: the entries after C's last one stay as
+    # they were (NUMBA_BOUNDSCHECK runs check the reads against the operands' ends as well).
+    L = simd.lanes(dtype)
+    for M, N in ((1, 1), (7, L - 1), (6, 2 * L + 3)):
+        A, B = operands(rng, kind, M, 5, N, dtype)
+        buffer = np.full(M * N + 2 * L, 7.0, dtype)
+        C = buffer[:M * N].reshape(M, N)
+        run(kind, A, B, C)
+        assert np.all(buffer[M * N:] == 7.0)
+        assert_close(C, product(kind, A, B).astype(dtype), dtype, f"{kind} {M}x{N}")
