@@ -241,7 +241,7 @@ def _l1_prox_plain(h, threshold, nonneg, backend, out):
     warm but 15-25 us right after an 8 MB array has gone through the caches (the interpreter's
     own data has been evicted): 8-10% of a 4096 x 512 call on one thread."""
     if (out is not None or type(h) is not np.ndarray or type(threshold) is not float or type(nonneg) is not bool
-            or (backend is not None and backend != "cpu")):
+            or not (backend is None or (type(backend) is str and backend == "cpu"))):
         return None
     dtype, flags = h.dtype, h.flags
     if (dtype not in _FLOATS or h.ndim == 0 or h.size == 0 or not flags.c_contiguous or not flags.aligned

@@ -42,9 +42,9 @@ def _emit(context, builder, arrays, offsets, rows, vectors, L, dtype, width):
     if config.BOUNDSCHECK:
         last_k = builder.sub(kn, const(1))
         some = builder.icmp_signed(">", kn, const(0))  # no k: A and B are not read
-        simd.check_span(context, builder, A, a0, builder.select(some, builder.add(
+        simd.check_span(context, builder, A, builder.select(some, a0, const(0)), builder.select(some, builder.add(
             builder.add(builder.mul(sar, const(rows - 1)), builder.mul(sak, last_k)), const(1)), const(0)))
-        simd.check_span(context, builder, B, b0, builder.select(
+        simd.check_span(context, builder, B, builder.select(some, b0, const(0)), builder.select(
             some, builder.add(builder.mul(ldb, last_k), span), const(0)))
         simd.check_span(context, builder, C, c0, builder.add(builder.mul(ldc, const(rows - 1)), span))
     vty = ir.VectorType(context.get_value_type(dtype), L)
@@ -160,8 +160,8 @@ def transpose(B, Bt):
 def nn(A, B, C):
     M, K = A.shape
     N = B.shape[1]
-    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
-        raise ValueError("nn: shapes do not match")
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N or not usable(A, B, C):
+        raise ValueError("nn: shapes do not match or an array is not C-contiguous")
     _product(flat(A), K, 1, M, flat(B), N, K, flat(C))
 
 
@@ -169,8 +169,8 @@ def nn(A, B, C):
 def tn(A, B, C):
     K, M = A.shape
     N = B.shape[1]
-    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
-        raise ValueError("tn: shapes do not match")
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N or not usable(A, B, C):
+        raise ValueError("tn: shapes do not match or an array is not C-contiguous")
     _product(flat(A), 1, M, M, flat(B), N, K, flat(C))
 
 
@@ -178,7 +178,7 @@ def tn(A, B, C):
 def nt(A, B, C, Bt):
     M, K = A.shape
     N = B.shape[0]
-    if B.shape[1] != K or C.shape[0] != M or C.shape[1] != N or Bt.size < K * N:
-        raise ValueError("nt: shapes do not match")
+    if B.shape[1] != K or C.shape[0] != M or C.shape[1] != N or Bt.size < K * N or not usable(A, B, C):
+        raise ValueError("nt: shapes do not match or an array is not C-contiguous")
     transpose(B, Bt)
     _product(flat(A), K, 1, M, Bt, N, K, flat(C))

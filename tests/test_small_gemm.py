@@ -122,3 +122,14 @@ def test_partial_vectors_write_nothing_past_the_result(rng, dtype, kind):
         run(kind, A, B, C)
         assert np.all(buffer[M * N:] == 7.0)
         assert_close(C, product(kind, A, B).astype(dtype), dtype, f"{kind} {M}x{N}")
+
+
+def test_non_contiguous_result_or_empty_sum_dimension():
+    A, B = np.ones((3, 2), np.float32), np.ones((2, 16), np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):  # a raveled copy would take the result
+        small_gemm.nn(A, B, np.zeros((3, 16), np.float32, order="F"))
+    for kind in ("nn", "tn", "nt"):  # no k: C = 0 (also under NUMBA_BOUNDSCHECK)
+        A, B = operands(np.random.default_rng(0), kind, 7, 0, 40, np.float32)
+        C = np.full((7, 40), np.nan, np.float32)
+        run(kind, A, B, C)
+        assert np.all(C == 0)
